@@ -1,0 +1,48 @@
+/*
+ * One config file for all of hutch: $HUTCH_HOME/hutch.conf (INI, parsed
+ * with inih). Optional; every key has a default and a doc line in the key
+ * table in config.c, which `--help-config` prints. An unknown section or
+ * key, or a bad value, is an error naming the file and line.
+ *
+ * Each component owns its section: add keys to the struct below and to
+ * that section's table in config.c.
+ */
+#ifndef HUTCH_CONFIG_H
+#define HUTCH_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct hutch_config {
+	char path[4096];		/* the file read, or "" when there was none */
+
+	struct {
+		uint32_t chunk_size;	/* for a store created on first start */
+		uint64_t dirty_limit;
+		uint64_t pack_size;
+		unsigned flush_interval_ms;
+	} store;
+
+	struct {
+		char log_level[16];	/* debug, info, warning, error */
+	} storaged;
+
+	struct {
+		char tcp_listen[256];	/* "" = unix socket only; else ADDR:PORT */
+		unsigned workers;
+		uint32_t max_request;
+		unsigned max_inflight;	/* per connection, then back-pressure */
+	} nbd;
+};
+
+void config_defaults(struct hutch_config *c);
+/* Loads PATH, or $HOME_DIR/hutch.conf when PATH is NULL (a missing default
+ * file is not an error). On error returns -EINVAL and writes
+ * "FILE:LINE: what is wrong" into err. */
+int config_load(const char *home_dir, const char *path, struct hutch_config *c,
+		char *err, size_t errsz);
+/* Every section and key with its default and meaning. */
+void config_print_reference(FILE *out);
+
+#endif

@@ -1,0 +1,1 @@
+/* store-gc.c: being written */

@@ -1,0 +1,1 @@
+/* store-hash.c: being written */

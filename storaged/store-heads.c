@@ -1,0 +1,1 @@
+/* store-heads.c: being written */

@@ -1,0 +1,1 @@
+/* store-image.c: being written */

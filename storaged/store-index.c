@@ -1,0 +1,1 @@
+/* store-index.c: being written */

@@ -1,0 +1,1 @@
+/* store-map.c: being written */

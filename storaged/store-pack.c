@@ -1,0 +1,1 @@
+/* store-pack.c: being written */
