@@ -107,6 +107,34 @@ static const struct cfg_key nbd_keys[] = {
 	  "Requests in flight per connection before the server stops reading more." },
 };
 
+static const char *check_accel(const char *value)
+{
+	if (strcmp(value, "auto") == 0 || strcmp(value, "kvm") == 0 || strcmp(value, "tcg") == 0)
+		return NULL;
+	return "must be auto, kvm or tcg";
+}
+
+static const struct cfg_key vmd_keys[] = {
+	{ "log_level", CFG_STRING, FIELD(vmd.log_level), "info", 0, 0, check_log_level,
+	  "Least severe messages hutch-vmd logs to stderr: debug, info, warning, error." },
+	{ "qemu", CFG_STRING, FIELD(vmd.qemu), "qemu-system-x86_64", 0, 0, NULL,
+	  "The QEMU system emulator each VM runs in (a path, or a name looked up in PATH)." },
+	{ "accel", CFG_STRING, FIELD(vmd.accel), "auto", 0, 0, check_accel,
+	  "auto: use KVM when a probe guest runs under it, else TCG; or force kvm or tcg." },
+	{ "stop_timeout", CFG_MS, FIELD(vmd.stop_timeout_ms), "30s", 100, 3600000, NULL,
+	  "`vm stop` asks the guest to power off (ACPI), then kills QEMU after this long." },
+	{ "boot_timeout", CFG_MS, FIELD(vmd.boot_timeout_ms), "120s", 1000, 3600000, NULL,
+	  "How long `vm start` waits for the guest's SSH server to answer." },
+	{ "reconnect_delay", CFG_UINT, FIELD(vmd.reconnect_delay), "30", 0, 3600, NULL,
+	  "Seconds QEMU keeps retrying its NBD disk while hutch-storaged is away "
+	  "(guest I/O stalls meanwhile instead of failing)." },
+	{ "uid_base", CFG_UINT, FIELD(vmd.uid_base), "64000", 1000, 4000000000u, NULL,
+	  "When hutch-vmd runs as root, each VM's QEMU runs as its own uid uid_base+N, "
+	  "and hutch-storaged lets that uid open only the VM's own disk." },
+	{ "uid_count", CFG_UINT, FIELD(vmd.uid_count), "1000", 1, 1000000, NULL,
+	  "Number of uids from uid_base reserved for VMs (the most VMs one host can hold)." },
+};
+
 struct cfg_section {
 	const char *name;
 	const struct cfg_key *keys;
@@ -120,6 +148,7 @@ static const struct cfg_section sections[] = {
 	SECTION("store", store_keys, "The image store (used by hutch-storaged)."),
 	SECTION("storaged", storaged_keys, "The hutch-storaged daemon."),
 	SECTION("nbd", nbd_keys, "hutch-storaged's NBD server."),
+	SECTION("vmd", vmd_keys, "hutch-vmd: VMs and templates."),
 };
 
 static const struct cfg_section *find_section(const char *name)

@@ -34,6 +34,17 @@ struct hutch_config {
 		uint32_t max_request;
 		unsigned max_inflight;	/* per connection, then back-pressure */
 	} nbd;
+
+	struct {
+		char log_level[16];
+		char qemu[256];		/* the QEMU system emulator to run */
+		char accel[8];		/* auto (probe KVM, else TCG), kvm, tcg */
+		unsigned stop_timeout_ms;	/* ACPI shutdown, then kill */
+		unsigned boot_timeout_ms;	/* start --wait: until the guest's SSH answers */
+		unsigned reconnect_delay;	/* seconds QEMU retries NBD when storaged goes away */
+		unsigned uid_base;	/* each VM's QEMU runs as uid_base + slot */
+		unsigned uid_count;
+	} vmd;
 };
 
 void config_defaults(struct hutch_config *c);
