@@ -1,0 +1,542 @@
+/*
+ * Data operations: open, read, write, fsync, lseek, fallocate and
+ * copy_file_range, carried to storaged over NBD through the image's
+ * connection pool. Files are opened with direct_io: the kernel keeps no
+ * pages of ours, so what another NBD client writes is what the next read
+ * through the mount returns (docs/hutch-fuse.md explains the choice).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/falloc.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "fuse-internal.h"
+
+/* Bytes copied through NBD per copy_file_range call when chunks cannot
+ * be shared: bounded so one call never holds a FUSE thread for long. */
+#define COPY_SLICE (64ull << 20)
+
+struct fhandle {
+	struct node *n;
+	bool written;		/* since the last flush; a hint, a race costs one extra flush */
+};
+
+static __thread char *tbuf;
+static __thread size_t tbuf_size;
+
+static char *thread_buf(size_t size)
+{
+	if (size > tbuf_size) {
+		free(tbuf);
+		tbuf = malloc(size);
+		tbuf_size = tbuf ? size : 0;
+	}
+	return tbuf;
+}
+
+static bool is_zero(const char *p, size_t len)
+{
+	static const char zero[4096];
+	while (len) {
+		size_t n = MIN(len, sizeof(zero));
+		if (memcmp(p, zero, n) != 0)
+			return false;
+		p += n;
+		len -= n;
+	}
+	return true;
+}
+
+/* Size of the image as storaged sees it now (handshake sizes may lag). */
+static int node_size(struct node *n, uint64_t *size)
+{
+	char ref[REF_MAX];
+	struct fctl_image info;
+
+	node_ref(n, ref, sizeof(ref));
+	int r = fctl_image_info(ref, &info);
+	if (r == 0)
+		*size = info.size;
+	return r;
+}
+
+/* Make the image at least WANT bytes long, then drop connections whose
+ * handshake size predates it. */
+static int node_grow(struct node *n, uint64_t want)
+{
+	char ref[REF_MAX];
+	struct fctl_image info;
+	int r;
+
+	pthread_mutex_lock(&n->grow_lock);
+	node_ref(n, ref, sizeof(ref));
+	r = fctl_image_info(ref, &info);
+	if (r == 0 && info.readonly)
+		r = -EROFS;
+	if (r == 0 && info.size < want)
+		r = fctl_image_resize(ref, want);
+	if (r == 0)
+		pool_reset(node_pool(n), NULL);
+	pthread_mutex_unlock(&n->grow_lock);
+	return r;
+}
+
+static int do_open(struct node *n, struct fuse_file_info *fi)
+{
+	uint64_t size;
+	int r;
+
+	if (n->kind != NODE_IMAGE && n->kind != NODE_SNAP)
+		return -EISDIR;
+	if (n->kind == NODE_SNAP &&
+	    ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
+		return -EROFS;
+	r = node_size(n, &size);
+	if (r < 0)
+		return r;
+	/* Truncating a disk image on open is almost always a mistake (cp or
+	 * dd onto an existing name): refuse rather than destroy it. */
+	if ((fi->flags & O_TRUNC) && size > 0)
+		return -EEXIST;
+	struct fhandle *fh = calloc(1, sizeof(*fh));
+	if (!fh)
+		return -ENOMEM;
+	fh->n = n;
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	return 0;
+}
+
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node *n = node_by_ino(ino);
+	int r = n ? do_open(n, fi) : -ENOENT;
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_open(req, fi);
+}
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct node *n;
+	int r = dir_create_image(parent, name, mode, &n);
+	if (r == 0)
+		r = do_open(n, fi);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	struct fuse_entry_param e = {
+		.ino = n->ino,
+		.generation = 1,
+		.attr_timeout = fs_cfg.attr_timeout,
+		.entry_timeout = fs_cfg.attr_timeout,
+	};
+	r = node_stat(n, &e.attr);
+	if (r < 0) {
+		free((void *)(uintptr_t)fi->fh);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fuse_reply_create(req, &e, fi);
+}
+
+static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	free((void *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static int node_flush(struct node *n)
+{
+	struct pool *p = node_pool(n);
+	struct conn c;
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	r = pool_get(p, &c);
+	if (r < 0)
+		return r;
+	if (nbd_flush(c.h, 0) < 0)
+		r = pool_errno();
+	pool_put(p, &c);
+	return r;
+}
+
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	int r = 0;
+
+	/* close() after writing makes the data durable, as on local disks
+	 * people expect of `cp` and `dd` followed by a crash. */
+	if (fh->written) {
+		r = node_flush(fh->n);
+		if (r == 0)
+			fh->written = false;
+	}
+	fuse_reply_err(req, -r);
+}
+
+static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	int r = fh->n->kind == NODE_IMAGE ? node_flush(fh->n) : 0;
+
+	if (r == 0)
+		fh->written = false;
+	fuse_reply_err(req, -r);
+}
+
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	struct pool *p = node_pool(fh->n);
+	char *buf = thread_buf(size);
+	struct conn c;
+	int r;
+
+	if (!p || !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (int attempt = 0;; attempt++) {
+		r = pool_get(p, &c);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		uint64_t esize = (uint64_t)nbd_get_size(c.h);
+		uint64_t count = (uint64_t)off >= esize ? 0 : MIN((uint64_t)size, esize - (uint64_t)off);
+		if (count < size && attempt == 0) {
+			/* At the handshake's end of file: the image may have grown since. */
+			uint64_t now;
+			pool_put(p, &c);
+			if (node_size(fh->n, &now) == 0 && now > esize)
+				pool_reset(p, NULL);
+			continue;
+		}
+		if (count && nbd_pread(c.h, buf, count, (uint64_t)off, 0) < 0) {
+			r = pool_errno();
+			pool_put(p, &c);
+			fuse_reply_err(req, -r);
+			return;
+		}
+		pool_put(p, &c);
+		fuse_reply_buf(req, buf, count);
+		return;
+	}
+}
+
+static int write_range(struct node *n, const void *buf, uint64_t len, uint64_t off)
+{
+	struct pool *p = node_pool(n);
+	struct conn c;
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	for (int attempt = 0;; attempt++) {
+		r = pool_get(p, &c);
+		if (r < 0)
+			return r;
+		uint64_t esize = (uint64_t)nbd_get_size(c.h);
+		if (off + len > esize) {
+			/* Writing past the end grows the image, like a file. */
+			pool_put(p, &c);
+			if (attempt >= 3)
+				return -EIO;
+			r = node_grow(n, off + len);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		int rr = buf ? nbd_pwrite(c.h, buf, len, off, 0) : nbd_zero(c.h, len, off, 0);
+		r = rr < 0 ? pool_errno() : 0;
+		pool_put(p, &c);
+		return r;
+	}
+}
+
+static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+
+	if (fh->n->kind != NODE_IMAGE) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	int r = write_range(fh->n, buf, size, (uint64_t)off);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fh->written = true;
+	fuse_reply_write(req, size);
+}
+
+/* ---- SEEK_DATA / SEEK_HOLE from base:allocation ----------------------- */
+
+struct seek_state {
+	int whence;
+	uint64_t from;
+	uint64_t next;		/* end of the last extent seen */
+	bool found;
+	uint64_t result;
+};
+
+static int seek_cb(void *opaque, const char *metacontext, uint64_t offset,
+		   uint32_t *entries, size_t nr_entries, int *error)
+{
+	struct seek_state *s = opaque;
+
+	if (strcmp(metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+		return 0;
+	for (size_t i = 0; i + 1 < nr_entries; i += 2) {
+		bool data = !(entries[i + 1] & LIBNBD_STATE_HOLE);
+		if (!s->found && data == (s->whence == SEEK_DATA)) {
+			s->found = true;
+			s->result = MAX(offset, s->from);
+		}
+		offset += entries[i];
+	}
+	s->next = offset;
+	return 0;
+}
+
+static int seek_extent(struct node *n, uint64_t off, int whence, uint64_t *out)
+{
+	struct pool *p = node_pool(n);
+	struct conn c;
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	r = pool_get(p, &c);
+	if (r < 0)
+		return r;
+	uint64_t size = (uint64_t)nbd_get_size(c.h);
+	struct seek_state s = { .whence = whence, .from = off, .next = off };
+	if (off >= size) {
+		pool_put(p, &c);
+		return -ENXIO;
+	}
+	if (!nbd_can_meta_context(c.h, LIBNBD_CONTEXT_BASE_ALLOCATION)) {
+		pool_put(p, &c);
+		*out = whence == SEEK_DATA ? off : size;	/* all data */
+		return 0;
+	}
+	while (!s.found && s.next < size) {
+		uint64_t start = s.next;
+		nbd_extent_callback cb = { .callback = seek_cb, .user_data = &s };
+		if (nbd_block_status(c.h, MIN(size - start, (uint64_t)1 << 31), start, cb, 0) < 0) {
+			r = pool_errno();
+			pool_put(p, &c);
+			return r;
+		}
+		if (s.next <= start)
+			break;
+	}
+	pool_put(p, &c);
+	if (s.found && s.result < size)
+		*out = s.result;
+	else if (whence == SEEK_HOLE)
+		*out = size;		/* the end of file is a hole */
+	else
+		return -ENXIO;
+	return 0;
+}
+
+static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	uint64_t res = 0;
+
+	if ((whence != SEEK_DATA && whence != SEEK_HOLE) || off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	int r = seek_extent(fh->n, (uint64_t)off, whence, &res);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_lseek(req, (off_t)res);
+}
+
+static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	uint64_t size;
+	int r;
+
+	if (fh->n->kind != NODE_IMAGE) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	r = node_size(fh->n, &size);
+	if (r == 0 && !(mode & FALLOC_FL_KEEP_SIZE) && (uint64_t)(off + len) > size) {
+		r = node_grow(fh->n, (uint64_t)(off + len));
+		size = (uint64_t)(off + len);
+	}
+	/* Holes and zeroes are the same thing in this store: a zero chunk is a hole. */
+	if (r == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) &&
+	    (uint64_t)off < size)
+		r = write_range(fh->n, NULL, MIN((uint64_t)len, size - (uint64_t)off),
+				(uint64_t)off);
+	if (r == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
+		fh->written = true;
+	fuse_reply_err(req, -r);
+}
+
+/* ---- copy_file_range: forks share chunks ------------------------------ */
+
+static int copy_via_nbd(struct node *src, uint64_t src_off, struct node *dst,
+			uint64_t dst_off, uint64_t len)
+{
+	struct pool *p = node_pool(src);
+	char *buf = thread_buf(FUSE_MAX_WRITE);
+	int r = 0;
+
+	if (!p || !buf)
+		return -ENOMEM;
+	while (len && r == 0) {
+		uint64_t n = MIN(len, (uint64_t)FUSE_MAX_WRITE);
+		struct conn c;
+		r = pool_get(p, &c);
+		if (r < 0)
+			break;
+		if (nbd_pread(c.h, buf, n, src_off, 0) < 0)
+			r = pool_errno();
+		pool_put(p, &c);
+		if (r == 0)
+			r = write_range(dst, is_zero(buf, n) ? NULL : buf, n, dst_off);
+		src_off += n;
+		dst_off += n;
+		len -= n;
+	}
+	return r;
+}
+
+/* Copies what it can of [off_in, off_in+len) and returns how much: the
+ * caller loops, as copy_file_range(2) allows. When source and target
+ * offsets agree modulo the chunk size, whole chunks are shared by the
+ * store (image.clone_range) and only the unaligned edges travel over NBD;
+ * a range the kernel cut off mid-chunk is ended at the chunk boundary so
+ * that the next call starts aligned. */
+static int64_t do_copy(struct node *src, uint64_t off_in, struct node *dst, uint64_t off_out,
+		       uint64_t len)
+{
+	char sref[REF_MAX], dref[REF_MAX];
+	uint64_t ssize = 0, dsize = 0, done = 0;
+	uint32_t cs;
+	int r;
+
+	r = node_size(src, &ssize);
+	if (r == 0)
+		r = node_size(dst, &dsize);
+	if (r < 0)
+		return r;
+	if (off_in >= ssize || len == 0)
+		return 0;
+	len = MIN(len, ssize - off_in);
+	if (off_out + len > dsize) {
+		r = node_grow(dst, off_out + len);
+		if (r < 0)
+			return r;
+	}
+	node_ref(src, sref, sizeof(sref));
+	node_ref(dst, dref, sizeof(dref));
+
+	if (fctl_chunk_size(&cs) < 0 || off_in % cs != off_out % cs) {
+		len = MIN(len, COPY_SLICE);
+		r = copy_via_nbd(src, off_in, dst, off_out, len);
+		return r < 0 ? r : (int64_t)len;
+	}
+	uint64_t head = (cs - off_in % cs) % cs;
+	if (head) {
+		head = MIN(head, len);
+		r = copy_via_nbd(src, off_in, dst, off_out, head);
+		if (r < 0)
+			return r;
+		done = head;
+	}
+	uint64_t mid = (len - done) / cs * cs;
+	if (mid) {
+		r = fctl_image_clone_range(sref, off_in + done, dref, off_out + done, mid);
+		if (r == -ENOSYS || r == -EOPNOTSUPP || r == -ENOTSUP) {
+			/* A storaged without clone_range: a plain copy, in slices. */
+			mid = MIN(mid, COPY_SLICE);
+			r = copy_via_nbd(src, off_in + done, dst, off_out + done, mid);
+		}
+		if (r < 0)
+			return done ? (int64_t)done : r;
+		done += mid;
+	}
+	uint64_t tail = len - done;
+	if (tail && (mid == 0 || off_in + len == ssize)) {
+		r = copy_via_nbd(src, off_in + done, dst, off_out + done, tail);
+		if (r < 0)
+			return done ? (int64_t)done : r;
+		done += tail;
+	}
+	return (int64_t)done;
+}
+
+static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			       struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	struct fhandle *in = (struct fhandle *)(uintptr_t)fi_in->fh;
+	struct fhandle *out = (struct fhandle *)(uintptr_t)fi_out->fh;
+
+	if (flags != 0 || off_in < 0 || off_out < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (out->n->kind != NODE_IMAGE) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	int64_t r = do_copy(in->n, (uint64_t)off_in, out->n, (uint64_t)off_out, len);
+	if (r < 0) {
+		fuse_reply_err(req, (int)-r);
+		return;
+	}
+	if (r > 0)
+		out->written = true;
+	fuse_reply_write(req, (size_t)r);
+}
+
+void fs_file_ops(struct fuse_lowlevel_ops *ops)
+{
+	ops->open = fs_open;
+	ops->create = fs_create;
+	ops->release = fs_release;
+	ops->flush = fs_flush;
+	ops->fsync = fs_fsync;
+	ops->read = fs_read;
+	ops->write = fs_write;
+	ops->lseek = fs_lseek;
+	ops->fallocate = fs_fallocate;
+	ops->copy_file_range = fs_copy_file_range;
+}
