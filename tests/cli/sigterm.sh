@@ -1,0 +1,37 @@
+#!/bin/bash
+# Description: SIGTERM and SIGINT stop hutch-storaged cleanly, with acknowledged data on disk.
+. "$(dirname "$0")/../functions.sh"
+requires qemu-io --version
+
+start_storaged
+[ -f "$HUTCH_HOME/run/storaged.pid" ] || fail "no pid file"
+assert_eq "$(cat "$HUTCH_HOME/run/storaged.pid")" "$STORAGED_PID" "pid file"
+hutch image create disk 64M || fail "create"
+[ -S "$HUTCH_HOME/run/nbd.sock" ] || fail "no NBD socket"
+
+# Write without an explicit flush: a clean stop must still keep it.
+qemu-io -f raw -c 'write -P 0xab 0 1M' -c 'write -P 0xcd 32M 64k' \
+	"$(nbd_uri disk)" >/dev/null || fail "write over NBD"
+
+stop_storaged
+grep -q "stopped; store closed cleanly" "$HUTCH_HOME/storaged.log" || fail "no clean-stop line"
+[ -e "$HUTCH_HOME/run/control.sock" ] && fail "control socket left behind"
+[ -e "$HUTCH_HOME/run/storaged.pid" ] && fail "pid file left behind"
+
+start_storaged
+qemu-io -f raw -c 'read -P 0xab 0 1M' -c 'read -P 0xcd 32M 64k' -c 'read -P 0 1M 1M' \
+	"$(nbd_uri disk)" | grep -q "Pattern verification failed" && fail "data lost over a clean stop"
+
+# SIGINT too, while a client is connected to the control socket.
+/usr/bin/python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(30)' \
+	"$HUTCH_HOME/run/control.sock" &
+idle=$!
+cleanup_fn kill $idle
+sleep 0.3
+kill -INT "$STORAGED_PID"
+for _ in $(seq 100); do kill -0 "$STORAGED_PID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$STORAGED_PID" 2>/dev/null && fail "SIGINT with an idle client did not stop the daemon"
+wait "$STORAGED_PID"; assert_eq "$?" 0 "exit status after SIGINT"
+exit 0
