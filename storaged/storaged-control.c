@@ -71,11 +71,23 @@ static int reply_store_error(int fd, int err, const char *what, const char *ref)
 		return ctl_reply_error(fd, err, "'%s' is in use; close its NBD connections first", ref);
 	case ENOSPC:
 		return ctl_reply_error(fd, err, "%s '%s': no space left on the store's disk", what, ref);
-	case EFBIG:
-		return ctl_reply_error(fd, err, "%s '%s': size too large (at most 1 PiB)", what, ref);
+	case EFBIG: {
+		char max[32];
+
+		return ctl_reply_error(fd, err, "%s '%s': size too large (at most %s)", what, ref,
+				       format_size(STORE_MAX_IMAGE_SIZE, max, sizeof max));
+	}
 	default:
 		return ctl_reply_error(fd, err, "%s '%s': %s", what, ref, strerror(-err));
 	}
+}
+
+static int reply_bad_size(int fd)
+{
+	char max[32];
+
+	return ctl_reply_error(fd, EINVAL, "size must be between 1 byte and %s",
+			       format_size(STORE_MAX_IMAGE_SIZE, max, sizeof max));
 }
 
 static json_object *image_to_json(const struct store_image_info *i)
@@ -257,7 +269,7 @@ static int op_image_create(struct conn *c, json_object *req)
 	ARG_U64("size", size);
 	CHECK_NAME(name);
 	if (size == 0 || size > STORE_MAX_IMAGE_SIZE)
-		return ctl_reply_error(c->fd, EINVAL, "size must be between 1 byte and 1 PiB");
+		return reply_bad_size(c->fd);
 	r = store_image_create(c->ctl->store, name, size);
 	if (r < 0)
 		return reply_store_error(c->fd, r, "cannot create", name);
@@ -333,7 +345,7 @@ static int op_image_resize(struct conn *c, json_object *req)
 		return ctl_reply_error(c->fd, EROFS, "'%s' is a read-only snapshot and cannot be resized", name);
 	CHECK_NAME(name);
 	if (size == 0 || size > STORE_MAX_IMAGE_SIZE)
-		return ctl_reply_error(c->fd, EINVAL, "size must be between 1 byte and 1 PiB");
+		return reply_bad_size(c->fd);
 	r = store_image_resize(c->ctl->store, name, size);
 	if (r < 0)
 		return reply_store_error(c->fd, r, "cannot resize", name);
@@ -401,6 +413,40 @@ static int op_image_fork(struct conn *c, json_object *req)
 	return ctl_reply_ok(c->fd, NULL);
 }
 
+static int op_image_clone_range(struct conn *c, json_object *req)
+{
+	const char *src, *dst;
+	uint64_t src_off, dst_off, len;
+	char why[256];
+	int r;
+
+	ARG_STRING("src", src);
+	ARG_U64("src_offset", src_off);
+	ARG_STRING("dst", dst);
+	ARG_U64("dst_offset", dst_off);
+	ARG_U64("length", len);
+	CHECK_REF(src);
+	CHECK_NAME(dst);
+	r = store_image_clone_range(c->ctl->store, src, src_off, dst, dst_off, len);
+	if (r == -EINVAL)
+		return ctl_reply_error(c->fd, r, "cannot clone %s to %s: offsets and length must be "
+				       "multiples of the chunk size (%u) and inside both images",
+				       src, dst, store_chunk_size(c->ctl->store));
+	if (r == -EROFS)
+		return reply_store_error(c->fd, r, "cannot clone into", dst);
+	if (r == -ENOENT) {
+		struct store_image_info info;
+
+		if (store_image_info(c->ctl->store, dst, false, &info) < 0)
+			return reply_store_error(c->fd, r, "cannot clone into", dst);
+	}
+	if (r < 0)
+		return reply_store_error(c->fd, r, "cannot clone", src);
+	log_debug("cloned %s[%" PRIu64 "+%" PRIu64 "] to %s[%" PRIu64 "]", src, src_off, len,
+		  dst, dst_off);
+	return ctl_reply_ok(c->fd, NULL);
+}
+
 static const struct {
 	const char *name;
 	op_fn fn;
@@ -417,6 +463,7 @@ static const struct {
 	{ "image.rename", op_image_rename },
 	{ "image.snapshot", op_image_snapshot },
 	{ "image.fork", op_image_fork },
+	{ "image.clone_range", op_image_clone_range },
 };
 
 /* ---- connections ------------------------------------------------------ */

@@ -125,12 +125,14 @@ wait_for() {
 # start_storaged [ARG]...: start hutch-storaged on $HUTCH_HOME, wait until
 # its sockets listen. Sets STORAGED_PID; its log is $HUTCH_HOME/storaged.log.
 start_storaged() {
-	local log="$HUTCH_HOME/storaged.log"
+	local log="$HUTCH_HOME/storaged.log" skip=0
+	# The log is appended to across restarts: look only at this start's lines.
+	[ -f "$log" ] && skip=$(wc -l <"$log")
 	hutch-storaged --home "$HUTCH_HOME" "$@" >>"$log" 2>&1 &
 	STORAGED_PID=$!
 	_daemon_pids+=("$STORAGED_PID")
 	local tries=200
-	while ! grep -q "ready" "$log" 2>/dev/null; do
+	while ! tail -n +$((skip + 1)) "$log" 2>/dev/null | grep -q " ready: "; do
 		if ! kill -0 "$STORAGED_PID" 2>/dev/null; then
 			cat "$log" >&2
 			fail "hutch-storaged exited during startup"

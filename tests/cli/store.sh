@@ -12,6 +12,8 @@ hutch store init --chunk-size 128K >/dev/null || fail "store init"
 expect_fail hutch store init
 assert_contains "$EXPECT_ERR" "already exists" "second init"
 
+# Small packs, so the data lands in sealed packs that gc can drop.
+printf '[store]\npack_size = 1M\n' >"$HUTCH_HOME/hutch.conf"
 start_storaged
 j=$(hutch --json store stats)
 assert_eq "$(jq .chunk_size <<<"$j")" 131072 "chunk size chosen at init"
