@@ -222,7 +222,7 @@ printf '#!/bin/sh\nkill -USR2 1\n' >"$root/etc/acpi/PWRF/00000080"
 chmod 755 "$root/etc/acpi/PWRF/00000080"
 
 rm -f "$out/disk.raw"
-mke2fs -q -t ext4 -d "$root" -L hutch-root -E root_owner=0:0 "$out/disk.raw" "$size" ||
+mke2fs -q -t ext4 -d "$root" -L hutch-root -E root_owner=0:0 "$out/disk.raw" "$size" >/dev/null ||
 	{ echo "hutch-template-build: mke2fs failed" >&2; exit 1; }
 
 cat >"$out/template.conf" <<EOF

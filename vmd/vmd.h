@@ -1,0 +1,119 @@
+/*
+ * hutch-vmd internals, one section per file.
+ *
+ * Threading (see docs/hutch-vmd.md): an acceptor thread, one thread per
+ * control connection, and one monitor thread that watches every running
+ * QEMU through a pidfd. Lock order: vm->op_lock, then vmd->lock. op_lock
+ * serializes the slow lifecycle operations of one VM (start waits for a
+ * boot, stop for a shutdown) without blocking list/info of the others;
+ * vmd->lock guards the VM list and every VM's runtime fields, and is
+ * never held across a wait.
+ */
+#ifndef HUTCH_VMD_H
+#define HUTCH_VMD_H
+
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "util.h"
+
+#define VMD_PATH_MAX 4096
+
+enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_STOPPING, VM_CRASHED };
+
+struct vm {
+	/* The record (vms/NAME/vm.json); changed only under op_lock. */
+	char name[HUTCH_NAME_MAX + 1];
+	char template_name[HUTCH_NAME_MAX + 1];
+	char disk[HUTCH_NAME_MAX + 1];	/* the store image holding its disk */
+	char cmdline[1024];
+	char machine_id[33];
+	char mac[18];
+	unsigned cpus;
+	uint64_t memory;
+	unsigned uid;			/* QEMU's uid; 0 = same as hutch-vmd */
+	uint64_t created;
+
+	pthread_mutex_t op_lock;
+
+	/* Runtime, protected by vmd->lock. */
+	enum vm_state state;
+	pid_t pid;
+	int pidfd;
+	unsigned ssh_port;
+	bool stop_requested;
+	bool ssh_ready;
+	uint64_t started;		/* unix seconds */
+	char accel[8];
+	char error[1024];		/* why it crashed or failed to start */
+	bool removed;			/* unlinked from the list; freed at the last ref */
+	unsigned refs;
+	struct vm *next;
+};
+
+struct vmd {
+	const char *home;
+	struct hutch_config cfg;
+	char vms_dir[VMD_PATH_MAX];
+	char templates_dir[VMD_PATH_MAX];
+	char storaged_sock[VMD_PATH_MAX];
+	char nbd_sock[VMD_PATH_MAX];
+	char admin_key[VMD_PATH_MAX];	/* private key; .pub beside it */
+	char accel[8];			/* what new VMs use: kvm or tcg */
+	char accel_why[256];		/* how that was decided */
+
+	pthread_mutex_t lock;
+	struct vm *vms;			/* protected by lock */
+	int monitor_wake;		/* eventfd: the set of running VMs changed */
+};
+
+/* vmd-record.c: VM records and paths */
+/* vsnprintf under another name: truncation is checked by callers that care,
+ * and the rest (messages) may be cut short on purpose. */
+int xsnprintf(char *buf, size_t sz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int vm_dir(const struct vmd *d, const char *name, const char *file, char *buf, size_t sz);
+int vm_record_save(const struct vmd *d, struct vm *vm);
+int vm_record_load(const struct vmd *d, const char *name, struct vm **out);
+const char *vm_state_name(enum vm_state s);
+json_object *vm_to_json(const struct vmd *d, struct vm *vm, bool detail);
+/* Lookup with a reference (vm_put drops it). Caller holds no lock. */
+struct vm *vmd_find(struct vmd *d, const char *name);
+void vm_put(struct vmd *d, struct vm *vm);
+struct vm *vm_new(void);
+int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+
+/* vmd-storaged.c: requests to hutch-storaged */
+int vmd_storaged_call(struct vmd *d, json_object *req, json_object **reply, char *err, size_t errsz);
+int vmd_image_fork(struct vmd *d, const char *src, const char *dst, char *err, size_t errsz);
+int vmd_image_rm(struct vmd *d, const char *name, char *err, size_t errsz);
+/* Rewrites $HOME/nbd-acl: which uid may open which export (storaged reads it). */
+int vmd_acl_write(struct vmd *d);
+
+/* vmd-qemu.c: QEMU processes */
+void vmd_probe_accel(struct vmd *d);
+/* Starts VM's QEMU (daemonized) and fills pid/pidfd/ssh_port. On failure
+ * err has QEMU's own message. */
+int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz);
+/* Waits until the guest's SSH server sends its banner. */
+int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms);
+/* Waits until pidfd says the process is gone; -ETIMEDOUT otherwise. */
+int pidfd_wait(int pidfd, unsigned timeout_ms);
+/* True when PID is this VM's QEMU (checked through its command line). */
+bool vm_qemu_is_ours(struct vmd *d, struct vm *vm, pid_t pid);
+int vm_qmp_path(const struct vmd *d, const struct vm *vm, char *buf, size_t sz);
+
+/* vmd-vm.c: lifecycle */
+int vmd_load_all(struct vmd *d);
+void *vmd_monitor_thread(void *arg);
+void vmd_monitor_kick(struct vmd *d);
+int vmd_op(struct vmd *d, int fd, const char *op, json_object *req);
+
+/* vmd-template.c */
+int vmd_template_op(struct vmd *d, int fd, const char *op, json_object *req);
+int template_load(struct vmd *d, const char *name, json_object **out);
+
+#endif
