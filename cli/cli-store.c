@@ -96,8 +96,9 @@ static int cmd_stats(int argc, char **argv)
 		double ratio = json_object_get_double(json_object_object_get(s, "dedup_ratio"));
 
 		printf("chunk size   %s\n", cli_size(cli_get_u64(s, "chunk_size")));
-		printf("images       %" PRIu64 " (and %" PRIu64 " snapshots)\n",
-		       cli_get_u64(s, "images"), cli_get_u64(s, "snapshots"));
+		printf("images       %" PRIu64 " (plus %" PRIu64 " snapshot%s)\n",
+		       cli_get_u64(s, "images"), cli_get_u64(s, "snapshots"),
+		       cli_get_u64(s, "snapshots") == 1 ? "" : "s");
 		printf("provisioned  %s\n", cli_size(cli_get_u64(s, "provisioned")));
 		printf("logical      %s  (written data, summed over images and snapshots)\n",
 		       cli_size(cli_get_u64(s, "logical")));
