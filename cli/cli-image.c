@@ -2,6 +2,9 @@
 #include "cli.h"
 
 #include "util.h"
+#ifdef HAVE_CLI_TRANSFER
+#include "cli-transfer.h"
+#endif
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -282,11 +285,19 @@ static const struct cli_cmd image_cmds[] = {
 	{ "snapshot", "NAME SNAP", "take a read-only snapshot NAME@SNAP (O(1))", NULL, cmd_snapshot },
 	{ "fork", "SRC DST", "make a writable copy DST of SRC (NAME or NAME@SNAP) in O(1)",
 	  "DST shares every chunk with SRC until either is written.\n", cmd_fork },
+#ifdef HAVE_CLI_TRANSFER
+	{ "import", "FILE NAME", "copy a raw or qcow2 file into a new image (sparse-aware)",
+	  "The format is detected. Zero ranges are skipped. Progress on stderr when it\n"
+	  "is a terminal.\n", cmd_image_import },
+	{ "export", "NAME FILE", "copy an image or snapshot out to a file (sparse-aware)",
+	  "Holes in the image stay holes in FILE. Progress on stderr when it is a terminal.\n",
+	  cmd_image_export },
+#endif
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 
 const struct cli_group cli_group_image = {
 	.name = "image",
-	.summary = "disk images: create, list, info, rm, resize, rename, snapshot, fork",
+	.summary = "disk images: create, list, info, rm, resize, rename, snapshot, fork, import, export",
 	.cmds = image_cmds,
 };
