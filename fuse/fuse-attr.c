@@ -110,6 +110,12 @@ int node_stat(struct node *n, struct stat *st)
 		return 0;
 	case NODE_IMAGE:
 	case NODE_SNAP:
+		if (node_is_pending(n)) {
+			st->st_ino = n->ino;
+			st->st_mode = S_IFREG | 0644;
+			st->st_nlink = 1;
+			return 0;
+		}
 		r = fctl_image_info(ref, &info);
 		if (r < 0)
 			return r;

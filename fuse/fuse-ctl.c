@@ -31,9 +31,14 @@ int fctl_call(json_object *req, json_object **reply)
 		json_object_put(req);
 		return -EIO;
 	}
-	r = ctl_call(fd, req, reply, NULL, NULL, err, sizeof(err));
+	json_object *rep = NULL;
+	r = ctl_call(fd, req, &rep, NULL, NULL, err, sizeof(err));
 	close(fd);
 	json_object_put(req);
+	if (r == 0 && reply)
+		*reply = rep;
+	else if (r == 0)
+		json_object_put(rep);
 	if (r < 0)
 		log_debug("control: %s", err);
 	/* A transport failure means storaged went away mid-call. */

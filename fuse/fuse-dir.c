@@ -20,11 +20,16 @@ static void lookup_ref(fuse_req_t req, enum node_kind kind, const char *ref)
 {
 	struct fctl_image info;
 	int r = fctl_image_info(ref, &info);
+	struct node *n;
+	if (r == -ENOENT && kind == NODE_IMAGE && (n = node_find_pending(ref))) {
+		reply_entry(req, n);
+		return;
+	}
 	if (r < 0) {
 		fuse_reply_err(req, -r == ESHUTDOWN ? ENOENT : -r);
 		return;
 	}
-	struct node *n = node_get(kind, ref);
+	n = node_get(kind, ref);
 	if (!n) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -111,9 +116,16 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		}
 		pthread_mutex_lock(&n->grow_lock);
 		node_ref(n, ref, sizeof(ref));
-		r = fctl_image_resize(ref, (uint64_t)attr->st_size);
-		if (r == 0)
-			pool_reset(node_pool(n), NULL);	/* handshake sizes are stale */
+		if (node_is_pending(n)) {
+			/* The first size makes the image real. */
+			r = attr->st_size ? fctl_image_create(ref, (uint64_t)attr->st_size) : 0;
+			if (r == 0 && attr->st_size)
+				node_set_pending(n, false);
+		} else {
+			r = fctl_image_resize(ref, (uint64_t)attr->st_size);
+			if (r == 0)
+				pool_reset(node_pool(n), NULL);	/* handshake sizes are stale */
+		}
 		pthread_mutex_unlock(&n->grow_lock);
 		if (r < 0) {
 			fuse_reply_err(req, -r);
@@ -234,6 +246,13 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		r = fctl_image_names(&names, &nn);
 	if (r == 0 && n->kind == NODE_IMAGES)
 		r = list_images(d, names, nn);
+	if (r == 0 && n->kind == NODE_IMAGES) {
+		names_free(names, nn);
+		names = NULL;
+		r = node_pending_names(&names, &nn);
+		if (r == 0)
+			r = list_images(d, names, nn);
+	}
 	if (r == 0 && n->kind == NODE_SNAPDIR) {
 		node_ref(n, ref, sizeof(ref));
 		r = list_snaps(d, ref, names, nn);
@@ -290,14 +309,25 @@ int dir_create_image(fuse_ino_t parent, const char *name, mode_t mode, struct no
 		return -EPERM;
 	if (!S_ISREG(mode))
 		return -EPERM;
+	if (strlen(name) > HUTCH_NAME_MAX)
+		return -ENAMETOOLONG;
 	if (!name_is_valid(name))
 		return -EINVAL;
-	int r = fctl_image_create(name, 0);
-	if (r < 0)
+	/* The store has no empty images: a new file stays pending (shown
+	 * with size 0) until its first write or truncate gives it a size. */
+	struct fctl_image info;
+	int r = fctl_image_info(name, &info);
+	if (r == 0 || node_find_pending(name))
+		return -EEXIST;
+	if (r != -ENOENT)
 		return r;
 	node_forget_ref(NODE_IMAGE, name);	/* a fresh inode for a fresh image */
-	*out = node_get(NODE_IMAGE, name);
-	return *out ? 0 : -ENOMEM;
+	struct node *n = node_get(NODE_IMAGE, name);
+	if (!n)
+		return -ENOMEM;
+	node_set_pending(n, true);
+	*out = n;
+	return 0;
 }
 
 static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -340,6 +370,8 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (p->kind == NODE_IMAGES) {
 		r = fctl_image_rm(name);
+		if (r == -ENOENT && node_find_pending(name))
+			r = 0;
 		if (r == 0)
 			node_forget_image(name);
 	} else if (p->kind == NODE_SNAPDIR) {

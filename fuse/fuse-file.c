@@ -56,6 +56,10 @@ static int node_size(struct node *n, uint64_t *size)
 	char ref[REF_MAX];
 	struct fctl_image info;
 
+	if (node_is_pending(n)) {
+		*size = 0;
+		return 0;
+	}
 	node_ref(n, ref, sizeof(ref));
 	int r = fctl_image_info(ref, &info);
 	if (r == 0)
@@ -63,9 +67,7 @@ static int node_size(struct node *n, uint64_t *size)
 	return r;
 }
 
-/* Make the image at least WANT bytes long, then drop connections whose
- * handshake size predates it. */
-static int node_grow(struct node *n, uint64_t want)
+int node_grow(struct node *n, uint64_t want)
 {
 	char ref[REF_MAX];
 	struct fctl_image info;
@@ -73,6 +75,13 @@ static int node_grow(struct node *n, uint64_t want)
 
 	pthread_mutex_lock(&n->grow_lock);
 	node_ref(n, ref, sizeof(ref));
+	if (node_is_pending(n)) {
+		r = want ? fctl_image_create(ref, want) : 0;
+		if (r == 0 && want)
+			node_set_pending(n, false);
+		pthread_mutex_unlock(&n->grow_lock);
+		return r;
+	}
 	r = fctl_image_info(ref, &info);
 	if (r == 0 && info.readonly)
 		r = -EROFS;
@@ -162,6 +171,8 @@ static int node_flush(struct node *n)
 
 	if (!p)
 		return -ENOMEM;
+	if (node_is_pending(n))
+		return 0;
 	r = pool_get(p, &c);
 	if (r < 0)
 		return r;
@@ -209,6 +220,10 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	if (node_is_pending(fh->n)) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
 	for (int attempt = 0;; attempt++) {
 		r = pool_get(p, &c);
 		if (r < 0) {
@@ -245,6 +260,8 @@ static int write_range(struct node *n, const void *buf, uint64_t len, uint64_t o
 
 	if (!p)
 		return -ENOMEM;
+	if (node_is_pending(n) && (r = node_grow(n, off + len)) < 0)
+		return r;
 	for (int attempt = 0;; attempt++) {
 		r = pool_get(p, &c);
 		if (r < 0)
@@ -322,6 +339,8 @@ static int seek_extent(struct node *n, uint64_t off, int whence, uint64_t *out)
 
 	if (!p)
 		return -ENOMEM;
+	if (node_is_pending(n))
+		return -ENXIO;
 	r = pool_get(p, &c);
 	if (r < 0)
 		return r;

@@ -93,6 +93,8 @@ struct node {
 	enum node_kind kind;
 	char ref[REF_MAX];		/* NAME, NAME@SNAP; snapdir: NAME. protected by fs.lock */
 	bool dead;			/* removed through the mount; protected by fs.lock */
+	bool pending;			/* created, still 0 bytes: not in the store yet
+					 * (an image has at least one byte); protected by fs.lock */
 	struct pool *pool;		/* images and snapshots; created lazily */
 	pthread_mutex_t grow_lock;	/* serialises resizes of this image */
 };
@@ -114,6 +116,15 @@ void node_rename_image(const char *old_name, const char *new_name);
 /* After a remove: forget the names so a new image of that name gets a new inode. */
 void node_forget_ref(enum node_kind kind, const char *ref);
 void node_forget_image(const char *name);
+bool node_is_pending(struct node *n);
+void node_set_pending(struct node *n, bool pending);
+/* The pending image NAME, or NULL. */
+struct node *node_find_pending(const char *name);
+/* Names of pending images, for readdir. Caller frees with names_free. */
+int node_pending_names(char ***names, size_t *n);
+/* Make a pending image real with SIZE bytes, or grow a real one to at
+ * least SIZE; drops connections whose handshake size is stale. */
+int node_grow(struct node *n, uint64_t size);
 
 /* ---- fuse-attr.c: attributes ----------------------------------------- */
 /* Fill st for node N (asks storaged for images and snapshots). */

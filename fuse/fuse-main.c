@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,7 +225,9 @@ int main(int argc, char **argv)
 	fuse_loop_cfg_set_max_threads(lc, threads);
 	fuse_loop_cfg_set_idle_threads(lc, MIN(threads, 8u));
 	fuse_loop_cfg_set_clone_fd(lc, 0);
-	ret = fuse_session_loop_mt(se, lc) == 0 ? 0 : 1;
+	int lr = fuse_session_loop_mt(se, lc);
+	/* libfuse returns the signal that ended the loop: a clean stop. */
+	ret = lr == 0 || lr == SIGTERM || lr == SIGINT || lr == SIGHUP ? 0 : 1;
 	fuse_loop_cfg_destroy(lc);
 	log_info("unmounting %s", fs_cfg.mountpoint);
 

@@ -185,3 +185,58 @@ bool snapdir_name(const char *entry, char *name, size_t sz)
 	name[l - sl] = '\0';
 	return true;
 }
+
+bool node_is_pending(struct node *n)
+{
+	pthread_mutex_lock(&fs.lock);
+	bool p = n->pending;
+	pthread_mutex_unlock(&fs.lock);
+	return p;
+}
+
+void node_set_pending(struct node *n, bool pending)
+{
+	pthread_mutex_lock(&fs.lock);
+	n->pending = pending;
+	pthread_mutex_unlock(&fs.lock);
+}
+
+struct node *node_find_pending(const char *name)
+{
+	struct node *n = NULL;
+
+	pthread_mutex_lock(&fs.lock);
+	for (size_t i = 2; i < fs.n && !n; i++) {
+		struct node *x = fs.v[i];
+		if (!x->dead && x->pending && x->kind == NODE_IMAGE && strcmp(x->ref, name) == 0)
+			n = x;
+	}
+	pthread_mutex_unlock(&fs.lock);
+	return n;
+}
+
+int node_pending_names(char ***names, size_t *n)
+{
+	char **v = NULL;
+	size_t k = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&fs.lock);
+	for (size_t i = 2; i < fs.n && r == 0; i++) {
+		struct node *x = fs.v[i];
+		if (x->dead || !x->pending)
+			continue;
+		char **nv = realloc(v, (k + 1) * sizeof(*nv));
+		if (!nv || !(nv[k] = strdup(x->ref))) {
+			v = nv ? nv : v;
+			r = -ENOMEM;
+			break;
+		}
+		v = nv;
+		k++;
+	}
+	pthread_mutex_unlock(&fs.lock);
+	*names = v;
+	*n = k;
+	return r;
+}
