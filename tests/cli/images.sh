@@ -5,6 +5,15 @@ requires jq --version
 
 start_storaged
 
+# Only root (or group hutch, when it exists) may use the control socket.
+mode=$(stat -c %a "$HUTCH_HOME/run/control.sock")
+if getent group hutch >/dev/null; then
+	assert_eq "$mode" 660 "control socket mode with group hutch"
+	assert_eq "$(stat -c %G "$HUTCH_HOME/run/control.sock")" hutch "control socket group"
+else
+	assert_eq "$mode" 600 "control socket mode"
+fi
+
 hutch image create base 1G || fail "create"
 out=$(hutch image list) || fail "list"
 assert_contains "$out" "^NAME +SIZE +ALLOCATED +UNIQUE +SHARED +PARENT" "list header"
