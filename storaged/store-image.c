@@ -1,1 +1,356 @@
-/* store-image.c: being written */
+/*
+ * The data plane: reads, writes, zeroes, extents and flush of open images.
+ *
+ * Writes of whole chunks are hashed and stored at once. Partial writes go
+ * to an in-memory copy of the chunk (a dirty buffer) that later writes to
+ * the same chunk update in place; dirty buffers are written out on FLUSH,
+ * on FUA, on the flush timer, and oldest first when the store's dirty limit
+ * is passed. Nothing is acknowledged as durable before FLUSH or FUA.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "store-internal.h"
+#include "util.h"
+
+uint64_t image_size(struct image *img) { return img->size; }
+bool image_readonly(struct image *img) { return img->ro; }
+const char *image_name(struct image *img) { return img->name; }
+bool image_is_gone(struct image *img) { return atomic_load(&img->gone); }
+
+static int check_range(struct image *img, uint64_t off, uint64_t len)
+{
+	if (atomic_load(&img->gone))
+		return -ESHUTDOWN;
+	if (off > img->size || len > img->size - off)
+		return -EINVAL;
+	return 0;
+}
+
+/* A chunk's leaf without loading one for a hole: NULL with *hole set. */
+static struct leaf *leaf_for_read(struct image *img, uint64_t c, bool *hole, int *err)
+{
+	uint64_t li = c / NODE_FANOUT;
+
+	*hole = false;
+	if (!__atomic_load_n(&img->leaves[li], __ATOMIC_ACQUIRE) && ref_is_hole(&img->lv[1][li])) {
+		*hole = true;
+		return NULL;
+	}
+	return tree_leaf(img, li, err);
+}
+
+int image_read(struct image *img, void *buf, uint64_t off, uint32_t len)
+{
+	const uint32_t cs = img->s->chunk_size;
+	uint8_t *out = buf;
+	int r;
+
+	pthread_rwlock_rdlock(&img->lock);
+	r = check_range(img, off, len);
+	while (r == 0 && len) {
+		uint64_t c = off / cs;
+		uint32_t within = (uint32_t)(off % cs);
+		uint32_t n = MIN(cs - within, len);
+		bool hole;
+		struct leaf *l = leaf_for_read(img, c, &hole, &r);
+
+		if (hole) {
+			memset(out, 0, n);
+		} else if (!l) {
+			break;
+		} else if (l->dirty[c % NODE_FANOUT]) {
+			memcpy(out, l->dirty[c % NODE_FANOUT] + within, n);
+		} else {
+			r = chunk_read(img->s, &l->refs[c % NODE_FANOUT], within, n, out);
+		}
+		out += n;
+		off += n;
+		len -= n;
+	}
+	pthread_rwlock_unlock(&img->lock);
+	return r;
+}
+
+static int dirty_push(struct image *img, uint64_t c)
+{
+	if (img->dirty_n == img->dirty_cap) {
+		if (img->dirty_head > img->dirty_n / 2) {
+			memmove(img->dirty_q, img->dirty_q + img->dirty_head,
+				(img->dirty_n - img->dirty_head) * sizeof *img->dirty_q);
+			img->dirty_n -= img->dirty_head;
+			img->dirty_head = 0;
+		} else {
+			size_t cap = img->dirty_cap ? img->dirty_cap * 2 : 256;
+			uint64_t *q = realloc(img->dirty_q, cap * sizeof *q);
+			if (!q)
+				return -ENOMEM;
+			img->dirty_q = q;
+			img->dirty_cap = cap;
+		}
+	}
+	img->dirty_q[img->dirty_n++] = c;
+	return 0;
+}
+
+/* Stores one dirty buffer and drops it. */
+static int writeback_one(struct image *img, uint64_t c)
+{
+	struct leaf *l = img->leaves[c / NODE_FANOUT];
+	unsigned j = c % NODE_FANOUT;
+	struct ref ref;
+	int r;
+
+	if (!l || !l->dirty[j])
+		return 0;	/* overwritten whole, zeroed or cut by a resize since */
+	r = chunk_put(img->s, REC_DATA, l->dirty[j], img->s->chunk_size, &ref);
+	if (r < 0)
+		return r;
+	l->refs[j] = ref;
+	free(l->dirty[j]);
+	l->dirty[j] = NULL;
+	atomic_fetch_sub(&img->s->dirty_bytes, img->s->chunk_size);
+	tree_mark_chunk(img, c);
+	return 0;
+}
+
+/* Oldest first, until the store's dirty bytes are at most target. */
+static int writeback_until(struct image *img, uint64_t target)
+{
+	while (img->dirty_head < img->dirty_n && atomic_load(&img->s->dirty_bytes) > target) {
+		int r = writeback_one(img, img->dirty_q[img->dirty_head]);
+		if (r < 0)
+			return r;
+		img->dirty_head++;
+	}
+	if (img->dirty_head == img->dirty_n)
+		img->dirty_head = img->dirty_n = 0;
+	return 0;
+}
+
+int image_writeback(struct image *img)
+{
+	while (img->dirty_head < img->dirty_n) {
+		int r = writeback_one(img, img->dirty_q[img->dirty_head]);
+		if (r < 0)
+			return r;
+		img->dirty_head++;
+	}
+	img->dirty_head = img->dirty_n = 0;
+	return 0;
+}
+
+void image_drop_dirty(struct image *img)
+{
+	for (size_t i = img->dirty_head; i < img->dirty_n; i++) {
+		uint64_t c = img->dirty_q[i];
+		struct leaf *l = img->leaves[c / NODE_FANOUT];
+		unsigned j = c % NODE_FANOUT;
+		if (l && l->dirty[j]) {
+			free(l->dirty[j]);
+			l->dirty[j] = NULL;
+			atomic_fetch_sub(&img->s->dirty_bytes, img->s->chunk_size);
+		}
+	}
+	img->dirty_head = img->dirty_n = 0;
+}
+
+/* Writes src (NULL = zeroes) into [off, off+len). Image write-locked. */
+static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint64_t len)
+{
+	const uint32_t cs = img->s->chunk_size;
+	int r = 0;
+
+	while (len) {
+		uint64_t c = off / cs;
+		uint32_t within = (uint32_t)(off % cs);
+		uint32_t n = (uint32_t)MIN((uint64_t)(cs - within), len);
+		unsigned j = c % NODE_FANOUT;
+		struct leaf *l = tree_leaf(img, c / NODE_FANOUT, &r);
+
+		if (!l)
+			return r;
+		if (n == cs) {
+			/* A whole chunk: store it now (a hole for zeroes), no copy kept. */
+			struct ref ref = { 0 };
+			if (src) {
+				r = chunk_put(img->s, REC_DATA, src, cs, &ref);
+				if (r < 0)
+					return r;
+			}
+			if (l->dirty[j]) {
+				free(l->dirty[j]);
+				l->dirty[j] = NULL;
+				atomic_fetch_sub(&img->s->dirty_bytes, cs);
+			}
+			l->refs[j] = ref;
+			tree_mark_chunk(img, c);
+		} else {
+			if (!l->dirty[j]) {
+				uint8_t *b = malloc(cs);
+				if (!b)
+					return -ENOMEM;
+				r = chunk_read(img->s, &l->refs[j], 0, cs, b);
+				if (r == 0)
+					r = dirty_push(img, c);
+				if (r < 0) {
+					free(b);
+					return r;
+				}
+				l->dirty[j] = b;
+				atomic_fetch_add(&img->s->dirty_bytes, cs);
+				tree_mark_chunk(img, c);
+			}
+			if (src)
+				memcpy(l->dirty[j] + within, src, n);
+			else
+				memset(l->dirty[j] + within, 0, n);
+		}
+		if (src)
+			src += n;
+		off += n;
+		len -= n;
+	}
+	if (atomic_load(&img->s->dirty_bytes) > img->s->opts.dirty_limit)
+		r = writeback_until(img, img->s->opts.dirty_limit / 2);
+	return r;
+}
+
+static int modify(struct image *img, const void *buf, uint64_t off, uint64_t len, unsigned flags)
+{
+	int r;
+
+	pthread_rwlock_wrlock(&img->lock);
+	r = check_range(img, off, len);
+	if (r == 0 && img->ro)
+		r = -EROFS;
+	if (r == 0)
+		r = write_range(img, buf, off, len);
+	if (r == 0 && (flags & IMAGE_FUA))
+		r = image_flush_locked(img);
+	pthread_rwlock_unlock(&img->lock);
+	return r;
+}
+
+int image_write(struct image *img, const void *buf, uint64_t off, uint32_t len, unsigned flags)
+{
+	return modify(img, buf, off, len, flags);
+}
+
+int image_zero(struct image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+	return modify(img, NULL, off, len, flags);
+}
+
+int image_trim(struct image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+	return modify(img, NULL, off, len, flags);
+}
+
+int image_flush_locked(struct image *img)
+{
+	struct store *s = img->s;
+	struct ref root;
+	int r;
+
+	if (img->ro || atomic_load(&img->gone))
+		return 0;
+	r = image_writeback(img);
+	if (r < 0)
+		return r;
+	if (!img->tree_dirty && img->size == img->flushed_size)
+		return 0;
+	r = tree_write(img, &root);
+	if (r < 0)
+		return r;
+	/* Chunks first, then the head that points at them. */
+	r = packs_sync(s);
+	if (r < 0)
+		return r;
+	if (ref_eq(&root, &img->flushed_root) && img->size == img->flushed_size)
+		return 0;
+
+	pthread_mutex_lock(&s->lock);
+	struct head *h = head_find(s, img->name);
+	if (h && !atomic_load(&img->gone)) {
+		struct head_change c = { .op = HEAD_PUT, .h = *h };
+		c.h.root = root;
+		c.h.size = img->size;
+		c.h.gen = s->next_gen;
+		r = heads_commit(s, &c, 1);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (r == 0) {
+		img->flushed_root = root;
+		img->flushed_size = img->size;
+	}
+	return r;
+}
+
+int image_flush(struct image *img)
+{
+	int r;
+
+	pthread_rwlock_wrlock(&img->lock);
+	r = atomic_load(&img->gone) ? -ESHUTDOWN : image_flush_locked(img);
+	pthread_rwlock_unlock(&img->lock);
+	return r;
+}
+
+int image_extents(struct image *img, uint64_t off, uint64_t len, image_extent_fn fn, void *opaque)
+{
+	const uint32_t cs = img->s->chunk_size;
+	uint64_t end, run_start = off;
+	uint32_t run_flags = 0;
+	bool have_run = false;
+	int r;
+
+	pthread_rwlock_rdlock(&img->lock);
+	r = check_range(img, off, len);
+	if (r < 0)
+		goto out;
+	end = off + len;
+	while (off < end) {
+		uint64_t c = off / cs, next;
+		uint32_t flags;
+		bool hole;
+		struct leaf *l = leaf_for_read(img, c, &hole, &r);
+
+		if (hole) {
+			flags = EXTENT_HOLE | EXTENT_ZERO;
+			next = (c / NODE_FANOUT + 1) * NODE_FANOUT * (uint64_t)cs;
+		} else if (!l) {
+			goto out;
+		} else {
+			unsigned j = c % NODE_FANOUT;
+			if (l->dirty[j])
+				flags = buf_is_zero(l->dirty[j], cs) ? EXTENT_ZERO : 0;
+			else
+				flags = ref_is_hole(&l->refs[j]) ? EXTENT_HOLE | EXTENT_ZERO : 0;
+			next = (c + 1) * cs;
+		}
+		next = MIN(next, img->size);
+		if (have_run && flags != run_flags) {
+			r = fn(opaque, run_start, off - run_start, run_flags);
+			if (r != 0)
+				goto out_stop;
+			run_start = off;
+		}
+		run_flags = flags;
+		have_run = true;
+		off = next;
+	}
+	/* The last extent may run past the request, to the end of its chunk run. */
+	if (have_run)
+		r = fn(opaque, run_start, off - run_start, run_flags);
+out_stop:
+	if (r > 0)
+		r = 0;
+out:
+	pthread_rwlock_unlock(&img->lock);
+	return r;
+}

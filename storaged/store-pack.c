@@ -1,1 +1,487 @@
-/* store-pack.c: being written */
+/*
+ * Pack files: chunk records appended one after another.
+ *
+ * A record is a 48-byte header, a checksum per 4 KiB of payload, then the
+ * payload. The header checksum covers the header and the sub-block
+ * checksums, so a scan can tell a whole record from a torn or corrupt one,
+ * and a read verifies only the sub-blocks it touches.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY	/* XXH32_state_t on the stack */
+#include <xxhash.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "store-internal.h"
+#include "util.h"
+
+#define MAX_SUBS (STORE_MAX_CHUNK_SIZE / SUB_BLOCK)
+
+static void le32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void le64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+
+static uint32_t hdr_csum(const uint8_t *hdr, const uint32_t *subs, uint32_t nsub)
+{
+	XXH32_state_t st;
+
+	XXH32_reset(&st, 0);
+	XXH32_update(&st, hdr, 44);
+	XXH32_update(&st, subs, 4ull * nsub);
+	return XXH32_digest(&st);
+}
+
+static void hdr_encode(const struct rec_hdr *h, const uint32_t *subs, uint8_t out[PACK_HDR_SIZE])
+{
+	memset(out, 0, PACK_HDR_SIZE);
+	le32(out, PACK_MAGIC);
+	out[4] = h->type;
+	le32(out + 8, h->len);
+	le32(out + 12, h->slot);
+	le64(out + 16, h->h0);
+	le64(out + 24, h->h1);
+	le32(out + 32, h->nsub);
+	le32(out + 44, hdr_csum(out, subs, h->nsub));
+}
+
+/* Decodes a header whose sub checksums are already in subs. */
+static int hdr_decode(const uint8_t in[PACK_HDR_SIZE], struct rec_hdr *h)
+{
+	if (rd32(in) != PACK_MAGIC)
+		return -EBADMSG;
+	h->type = in[4];
+	h->len = rd32(in + 8);
+	h->slot = rd32(in + 12);
+	h->h0 = rd64(in + 16);
+	h->h1 = rd64(in + 24);
+	h->nsub = rd32(in + 32);
+	if ((h->type != REC_DATA && h->type != REC_NODE) || h->len == 0 ||
+	    h->len > STORE_MAX_CHUNK_SIZE || h->nsub != DIV_ROUND_UP(h->len, SUB_BLOCK) ||
+	    h->slot == 0)
+		return -EBADMSG;
+	return 0;
+}
+
+int pack_path(const struct store *s, uint32_t id, char *buf, size_t sz)
+{
+	int n = snprintf(buf, sz, "%s/packs/%08x.pack", s->dir, id);
+
+	return n < 0 || (size_t)n >= sz ? -ENAMETOOLONG : 0;
+}
+
+int pack_open(struct store *s, uint32_t id, bool create, struct pack **out)
+{
+	char path[4200];
+	struct stat st;
+	struct pack *p;
+	int fd, r;
+
+	r = pack_path(s, id, path, sizeof path);
+	if (r < 0)
+		return r;
+	fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	p = calloc(1, sizeof *p);
+	if (!p) {
+		close(fd);
+		return -ENOMEM;
+	}
+	p->id = id;
+	p->fd = fd;
+	p->size = p->synced = (uint64_t)st.st_size;
+	*out = p;
+	return 0;
+}
+
+void pack_free(struct pack *p)
+{
+	if (!p)
+		return;
+	if (p->fd >= 0)
+		close(p->fd);
+	free(p);
+}
+
+int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, uint64_t *off)
+{
+	uint32_t subs[MAX_SUBS];
+	uint8_t hdr[PACK_HDR_SIZE];
+	struct iovec iov[3];
+	uint64_t at = p->size, total;
+	const uint8_t *pl = payload;
+	ssize_t w;
+
+	for (uint32_t i = 0; i < h->nsub; i++) {
+		uint32_t n = MIN(SUB_BLOCK, h->len - i * SUB_BLOCK);
+		subs[i] = sub_csum(pl + (uint64_t)i * SUB_BLOCK, n);
+	}
+	hdr_encode(h, subs, hdr);
+	iov[0] = (struct iovec){ hdr, PACK_HDR_SIZE };
+	iov[1] = (struct iovec){ subs, 4ull * h->nsub };
+	iov[2] = (struct iovec){ (void *)pl, h->len };
+	total = rec_size(h->len);
+
+	w = pwritev(p->fd, iov, 3, (off_t)at);
+	if (w < 0 || (uint64_t)w != total) {
+		int err = w < 0 ? -errno : -ENOSPC;
+		/* Cut a partial record back so the pack stays a sequence of whole records. */
+		if (ftruncate(p->fd, (off_t)at) < 0)
+			log_warn("pack %08x: cannot cut back a failed append: %s", p->id, strerror(errno));
+		return err;
+	}
+	p->size = at + total;
+	*off = at;
+	return 0;
+}
+
+int pack_read_hdr(int fd, uint64_t off, struct rec_hdr *h, uint32_t *subs, uint32_t max_subs)
+{
+	uint8_t hdr[PACK_HDR_SIZE];
+	int r;
+
+	r = pread_all(fd, hdr, sizeof hdr, off);
+	if (r < 0)
+		return r == -ENODATA ? -EBADMSG : r;
+	r = hdr_decode(hdr, h);
+	if (r < 0)
+		return r;
+	if (h->nsub > max_subs)
+		return -EBADMSG;
+	r = pread_all(fd, subs, 4ull * h->nsub, off + PACK_HDR_SIZE);
+	if (r < 0)
+		return r == -ENODATA ? -EBADMSG : r;
+	if (hdr_csum(hdr, subs, h->nsub) != rd32(hdr + 44))
+		return -EBADMSG;
+	return 0;
+}
+
+int pack_read_payload(int fd, uint64_t off, const struct rec_hdr *h, const uint32_t *subs,
+		      uint32_t from, uint32_t len, void *buf)
+{
+	uint64_t base = off + PACK_HDR_SIZE + 4ull * h->nsub;
+	uint32_t first, last, span_start, span_end;
+	_cleanup_free_ uint8_t *tmp = NULL;
+	uint8_t *span;
+	int r;
+
+	if (len == 0)
+		return 0;
+	if ((uint64_t)from + len > h->len)
+		return -EINVAL;
+	first = from / SUB_BLOCK;
+	last = (from + len - 1) / SUB_BLOCK;
+	span_start = first * SUB_BLOCK;
+	span_end = MIN((last + 1) * SUB_BLOCK, h->len);
+	if (span_start == from && span_end == from + len) {
+		span = buf;
+	} else {
+		tmp = malloc(span_end - span_start);
+		if (!tmp)
+			return -ENOMEM;
+		span = tmp;
+	}
+	r = pread_all(fd, span, span_end - span_start, base + span_start);
+	if (r < 0)
+		return r == -ENODATA ? -EIO : r;
+	for (uint32_t i = first; i <= last; i++) {
+		uint32_t n = MIN(SUB_BLOCK, h->len - i * SUB_BLOCK);
+		if (sub_csum(span + (i - first) * SUB_BLOCK, n) != subs[i])
+			return -EIO;
+	}
+	if (tmp)
+		memcpy(buf, tmp + (from - span_start), len);
+	return 0;
+}
+
+/* Looks for the next whole record after a bad one. */
+static int scan_resync(int fd, uint64_t from, uint64_t file_size, uint64_t *next)
+{
+	const uint8_t magic[4] = { 0x48, 0x54, 0x50, 0x4b };
+	_cleanup_free_ uint8_t *win = malloc(1 << 20);
+	_cleanup_free_ uint32_t *subs = malloc(4 * MAX_SUBS);
+	uint64_t pos = from;
+
+	if (!win || !subs)
+		return -ENOMEM;
+	while (pos + PACK_HDR_SIZE <= file_size) {
+		size_t n = (size_t)MIN((uint64_t)(1 << 20), file_size - pos);
+		int r = pread_all(fd, win, n, pos);
+		if (r < 0)
+			return r;
+		for (size_t i = 0; i + 4 <= n; i++) {
+			struct rec_hdr h;
+			if (memcmp(win + i, magic, 4) != 0)
+				continue;
+			if (pack_read_hdr(fd, pos + i, &h, subs, MAX_SUBS) == 0 &&
+			    pos + i + rec_size(h.len) <= file_size) {
+				*next = pos + i;
+				return 0;
+			}
+		}
+		if (n < 4)
+			break;
+		pos += n - 3;	/* a magic may straddle windows */
+	}
+	return -ENOENT;
+}
+
+int pack_scan(int fd, uint64_t from, uint64_t file_size, bool check_payload,
+	      pack_scan_fn fn, void *opaque, uint64_t *good_end)
+{
+	_cleanup_free_ uint32_t *subs = malloc(4 * MAX_SUBS);
+	_cleanup_free_ uint8_t *payload = check_payload ? malloc(STORE_MAX_CHUNK_SIZE) : NULL;
+	uint64_t off = from;
+	int r;
+
+	if (!subs || (check_payload && !payload))
+		return -ENOMEM;
+	*good_end = from;
+	while (off < file_size) {
+		struct rec_hdr h;
+		bool ok = true;
+		uint64_t next;
+
+		r = pack_read_hdr(fd, off, &h, subs, MAX_SUBS);
+		if (r == 0 && off + rec_size(h.len) > file_size)
+			r = -EBADMSG;	/* the record runs past the end: torn */
+		if (r < 0 && r != -EBADMSG)
+			return r;
+		if (r == -EBADMSG) {
+			/* Corruption in the middle (a good record follows) is
+			 * skipped; a bad tail is where the good records end. */
+			if (scan_resync(fd, off + 1, file_size, &next) < 0)
+				return 0;
+			log_warn("pack: skipping %llu bytes of damaged records at offset %llu",
+				 (unsigned long long)(next - off), (unsigned long long)off);
+			off = next;
+			continue;
+		}
+		if (check_payload)
+			ok = pack_read_payload(fd, off, &h, subs, 0, h.len, payload) == 0;
+		if (!ok && off + rec_size(h.len) == file_size)
+			return 0;	/* the last record is torn */
+		r = fn(opaque, off, &h, ok);
+		if (r < 0)
+			return r;
+		off += rec_size(h.len);
+		*good_end = off;
+	}
+	return 0;
+}
+
+/* ---- chunks ---- */
+
+struct pack *store_pack(struct store *s, uint32_t id)
+{
+	struct pack **packs = __atomic_load_n(&s->packs, __ATOMIC_ACQUIRE);
+
+	if (id >= __atomic_load_n(&s->npacks, __ATOMIC_ACQUIRE))
+		return NULL;
+	return packs[id];
+}
+
+static int chunk_read_full(struct store *s, const struct idx_ent *e, void *buf)
+{
+	struct pack *p = store_pack(s, e->pack);
+	uint32_t subs[MAX_SUBS];
+	struct rec_hdr h;
+	int r;
+
+	if (!p)
+		return -EIO;
+	r = pack_read_hdr(p->fd, e->off, &h, subs, MAX_SUBS);
+	if (r < 0)
+		return r == -EBADMSG ? -EIO : r;
+	if (h.h0 != e->h0 || h.h1 != e->h1 || h.slot != e->slot || h.len != e->len)
+		return -EIO;
+	return pack_read_payload(p->fd, e->off, &h, subs, 0, h.len, buf);
+}
+
+int pack_for_append(struct store *s, uint64_t need, struct pack **out)
+{
+	struct pack *p = s->active;
+	int r;
+
+	if (p && (p->size == 0 || p->size + need <= s->opts.pack_size)) {
+		*out = p;
+		return 0;
+	}
+	/* Seal the current pack and start a new one. */
+	uint32_t id = s->npacks ? s->npacks : 1;
+	struct pack **np = malloc(sizeof *np * (id + 1));
+	if (!np)
+		return -ENOMEM;
+	r = pack_open(s, id, true, &p);
+	if (r < 0) {
+		free(np);
+		return r;
+	}
+	if (s->npacks)
+		memcpy(np, s->packs, sizeof *np * s->npacks);
+	else
+		np[0] = NULL;
+	np[id] = p;
+	/* Readers may hold the old array: it is kept with the zombies. */
+	struct pack **old = s->packs;
+	__atomic_store_n(&s->packs, np, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->npacks, id + 1, __ATOMIC_RELEASE);
+	if (old)
+		store_retire(s, old);
+	fsync(s->dir_fd);
+	s->active = p;
+	*out = p;
+	return 0;
+}
+
+int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len, struct ref *out)
+{
+	_cleanup_free_ uint8_t *cmp = NULL;
+	struct ref r;
+	struct idx_ent e;
+	struct pack *p;
+	uint64_t off;
+	int ret;
+
+	if (type == REC_DATA && buf_is_zero(buf, len)) {
+		memset(out, 0, sizeof *out);
+		return 0;
+	}
+	chunk_hash(s->secret, buf, len, &r);
+
+	pthread_mutex_lock(&s->put_lock);
+	for (r.slot = 1;; r.slot++) {
+		if (index_lookup(&s->index, &r, &e) < 0)
+			break;
+		if (e.type != type || e.len != len)
+			continue;
+		/* Verify on match: XXH3 is not collision resistant. */
+		if (!cmp && !(cmp = malloc(len))) {
+			ret = -ENOMEM;
+			goto out_unlock;
+		}
+		if (chunk_read_full(s, &e, cmp) == 0 && memcmp(cmp, buf, len) == 0) {
+			if (atomic_load(&s->gc_running)) {
+				pthread_rwlock_rdlock(&s->index.lock);
+				struct idx_ent *ie = index_find_locked(&s->index, &r);
+				if (ie)
+					atomic_fetch_or(&ie->gc, GC_MARK);
+				pthread_rwlock_unlock(&s->index.lock);
+			}
+			*out = r;
+			ret = 0;
+			goto out_unlock;
+		}
+		/* A collision, or a damaged copy: store these bytes under the next slot. */
+	}
+
+	struct rec_hdr h = { .type = (uint8_t)type, .len = len, .slot = r.slot, .h0 = r.h0,
+			     .h1 = r.h1, .nsub = DIV_ROUND_UP(len, SUB_BLOCK) };
+	ret = pack_for_append(s, rec_size(len), &p);
+	if (ret < 0)
+		goto out_unlock;
+	ret = pack_append(p, &h, buf, &off);
+	if (ret < 0)
+		goto out_unlock;
+
+	e = (struct idx_ent){ .h0 = r.h0, .h1 = r.h1, .slot = r.slot, .pack = p->id, .off = off,
+			      .len = len, .type = (uint8_t)type };
+	e.gc = atomic_load(&s->gc_running) ? GC_MARK : 0;
+	pthread_rwlock_wrlock(&s->index.lock);
+	ret = index_put_locked(&s->index, &e);
+	pthread_rwlock_unlock(&s->index.lock);
+	if (ret == 0)
+		*out = r;
+out_unlock:
+	pthread_mutex_unlock(&s->put_lock);
+	return ret;
+}
+
+int chunk_read(struct store *s, const struct ref *r, uint32_t from, uint32_t len, void *buf)
+{
+	uint32_t subs[MAX_SUBS];
+	struct rec_hdr h;
+	struct idx_ent e;
+	struct pack *p;
+	char id[64];
+	int ret;
+
+	if (ref_is_hole(r)) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	ret = index_lookup(&s->index, r, &e);
+	if (ret < 0)
+		goto bad;
+	p = store_pack(s, e.pack);
+	if (!p) {
+		ret = -EIO;
+		goto bad;
+	}
+	ret = pack_read_hdr(p->fd, e.off, &h, subs, MAX_SUBS);
+	if (ret == 0 && (h.h0 != r->h0 || h.h1 != r->h1 || h.slot != r->slot))
+		ret = -EBADMSG;
+	if (ret == 0)
+		ret = pack_read_payload(p->fd, e.off, &h, subs, from, len, buf);
+	if (ret == 0)
+		return 0;
+bad:
+	ref_format(r, id, sizeof id);
+	log_error("chunk %s: %s; failing the read with EIO (run `hutch store verify`)", id,
+		  ret == -ENOENT ? "missing from the store" : "checksum mismatch");
+	return -EIO;
+}
+
+int packs_sync(struct store *s)
+{
+	struct { int fd; uint32_t id; uint64_t size; } todo[64];
+	unsigned n;
+	int ret = 0;
+
+	do {
+		n = 0;
+		pthread_mutex_lock(&s->put_lock);
+		for (uint32_t i = 0; i < s->npacks && n < ARRAY_SIZE(todo); i++) {
+			struct pack *p = s->packs[i];
+			if (!p || p->removed || p->synced == p->size)
+				continue;
+			todo[n].fd = dup(p->fd);
+			todo[n].id = i;
+			todo[n].size = p->size;
+			if (todo[n].fd < 0) {
+				ret = -errno;
+				break;
+			}
+			n++;
+		}
+		pthread_mutex_unlock(&s->put_lock);
+		for (unsigned i = 0; i < n; i++) {
+			if (fdatasync(todo[i].fd) < 0 && !ret)
+				ret = -errno;
+			close(todo[i].fd);
+		}
+		if (ret < 0)
+			return ret;
+		pthread_mutex_lock(&s->put_lock);
+		for (unsigned i = 0; i < n; i++) {
+			struct pack *p = s->packs[todo[i].id];
+			if (p && p->synced < todo[i].size)
+				p->synced = todo[i].size;
+		}
+		pthread_mutex_unlock(&s->put_lock);
+	} while (n == ARRAY_SIZE(todo));
+	return 0;
+}

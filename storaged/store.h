@@ -20,7 +20,7 @@ struct image;
 #define STORE_DEFAULT_CHUNK_SIZE (64u * 1024)
 #define STORE_MIN_CHUNK_SIZE (4u * 1024)
 #define STORE_MAX_CHUNK_SIZE (4u * 1024 * 1024)
-#define STORE_MAX_IMAGE_SIZE (1ull << 50)	/* 1 PiB */
+#define STORE_MAX_IMAGE_SIZE (1ull << 46)	/* 64 TiB */
 
 struct store_options {
 	uint64_t dirty_limit;		/* bytes of unflushed chunk data kept in memory */
@@ -54,6 +54,12 @@ int store_image_resize(struct store *s, const char *name, uint64_t size);
 int store_image_snapshot(struct store *s, const char *name, const char *snap);
 /* O(1): SRC (NAME or NAME@SNAP) becomes a new writable DST. */
 int store_image_fork(struct store *s, const char *src, const char *dst);
+
+/* Makes DST's [dst_off, dst_off+len) share SRC's chunks: no data is copied.
+ * Offsets must be chunk-aligned, and len too unless the range ends at the
+ * end of both images. DST must be writable and large enough. */
+int store_image_clone_range(struct store *s, const char *src, uint64_t src_off, const char *dst,
+			    uint64_t dst_off, uint64_t len);
 
 struct store_image_info {
 	char name[2 * 128 + 2];

@@ -1,0 +1,278 @@
+/*
+ * Private to the store engine. See docs/store-format.md for the on-disk
+ * formats and docs/storaged-threading.md for the locks.
+ *
+ * Lock order (outer first): store.lock > image.lock > image.load_lock >
+ * store.put_lock > index.lock. Pack reads take no store lock.
+ */
+#ifndef HUTCH_STORE_INTERNAL_H
+#define HUTCH_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define STORE_FORMAT_VERSION 1
+#define STORE_SECRET_SIZE 192		/* >= XXH3_SECRET_SIZE_MIN */
+#define NODE_FANOUT 256u
+#define NODE_REF_SIZE 20u		/* hash 16 + slot 4, on disk */
+#define NODE_HDR_SIZE 4u		/* level u8, 3 reserved */
+#define NODE_SIZE (NODE_HDR_SIZE + NODE_FANOUT * NODE_REF_SIZE)
+#define SUB_BLOCK 4096u			/* granularity of payload checksums */
+#define MAX_DEPTH 8
+
+/* ---- chunk references (store-hash.c) ---- */
+
+/* A chunk's address: keyed XXH3-128 of its bytes, plus a slot that tells
+ * apart chunks whose hashes collide (verify-on-match). slot 0 = a hole. */
+struct ref {
+	uint64_t h0, h1;
+	uint32_t slot;
+};
+
+static inline bool ref_is_hole(const struct ref *r) { return r->slot == 0; }
+static inline bool ref_eq(const struct ref *a, const struct ref *b)
+{
+	return a->h0 == b->h0 && a->h1 == b->h1 && a->slot == b->slot;
+}
+void chunk_hash(const uint8_t *secret, const void *buf, size_t len, struct ref *out);
+void ref_encode(const struct ref *r, uint8_t out[NODE_REF_SIZE]);
+void ref_decode(const uint8_t in[NODE_REF_SIZE], struct ref *r);
+/* "hhhh…#slot" */
+void ref_format(const struct ref *r, char *buf, size_t sz);
+uint32_t sub_csum(const void *buf, size_t len);
+bool buf_is_zero(const void *buf, size_t len);
+
+/* ---- packs (store-pack.c) ---- */
+
+enum rec_type { REC_DATA = 1, REC_NODE = 2 };
+
+#define PACK_MAGIC 0x4b505448u		/* "HTPK" */
+#define PACK_HDR_SIZE 48u
+struct rec_hdr {
+	uint8_t type;
+	uint32_t len;
+	uint32_t slot;
+	uint64_t h0, h1;
+	uint32_t nsub;
+};
+static inline uint64_t rec_size(uint32_t len)
+{
+	return PACK_HDR_SIZE + 4ull * ((len + SUB_BLOCK - 1) / SUB_BLOCK) + len;
+}
+
+struct pack {
+	uint32_t id;
+	int fd;
+	uint64_t size;			/* bytes of whole records */
+	uint64_t synced;		/* size at the last fdatasync */
+	bool removed;			/* unlinked by gc; fd kept until the next gc */
+};
+
+int pack_path(const struct store *s, uint32_t id, char *buf, size_t sz);
+int pack_open(struct store *s, uint32_t id, bool create, struct pack **out);
+void pack_free(struct pack *p);
+/* The pack to append need bytes to, starting a new one when the active
+ * one is full. Caller holds put_lock. */
+int pack_for_append(struct store *s, uint64_t need, struct pack **out);
+/* Appends one record at p->size. On error the pack is cut back to its old size. */
+int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, uint64_t *off);
+/* Reads and checks a record header (and its sub checksums into subs, which holds nsub). */
+int pack_read_hdr(int fd, uint64_t off, struct rec_hdr *h, uint32_t *subs, uint32_t max_subs);
+/* Reads payload bytes [from, from+len) of the record at off, verifying each
+ * sub-block touched. -EIO on a checksum mismatch. */
+int pack_read_payload(int fd, uint64_t off, const struct rec_hdr *h, const uint32_t *subs,
+		      uint32_t from, uint32_t len, void *buf);
+/* Walks records from `from`; calls fn for each good one. Stops at the first
+ * bad record and sets *good_end to where the good records end. */
+typedef int (*pack_scan_fn)(void *opaque, uint64_t off, const struct rec_hdr *h, bool payload_ok);
+int pack_scan(int fd, uint64_t from, uint64_t file_size, bool check_payload,
+	      pack_scan_fn fn, void *opaque, uint64_t *good_end);
+
+/* ---- index (store-index.c) ---- */
+
+struct idx_ent {
+	uint64_t h0, h1;
+	uint32_t slot;
+	uint32_t pack;
+	uint64_t off;
+	uint32_t len;
+	uint8_t type;
+	uint8_t used;
+	_Atomic uint8_t gc;		/* GC_MARK | GC_VISIT while gc runs */
+};
+#define GC_MARK 1u	/* used by a write while gc runs */
+#define GC_VISIT 2u	/* reached from a head */
+
+struct index {
+	pthread_rwlock_t lock;
+	struct idx_ent *tab;		/* open addressing, linear probing */
+	uint64_t cap, count;
+};
+
+int index_init(struct index *ix, uint64_t cap);
+void index_destroy(struct index *ix);
+/* Copies the entry for r into *out. -ENOENT when absent. Takes the read lock. */
+int index_lookup(struct index *ix, const struct ref *r, struct idx_ent *out);
+/* Caller holds the write lock. Replaces an existing entry with the same key. */
+int index_put_locked(struct index *ix, const struct idx_ent *e);
+struct idx_ent *index_find_locked(struct index *ix, const struct ref *r);
+/* Keeps only entries for which keep() is true (rehashes). Write lock held by caller. */
+int index_filter_locked(struct index *ix, bool (*keep)(void *, struct idx_ent *), void *opaque);
+int index_save(struct store *s);
+/* Loads the saved index; covered[id] gets how much of each pack it covers
+ * (the rest is scanned). -ENOENT or -EBADMSG: nothing loaded, scan everything. */
+int index_load(struct store *s, uint64_t *covered);
+
+/* ---- heads journal (store-heads.c) ---- */
+
+struct head {
+	char name[2 * 128 + 2];
+	char parent[2 * 128 + 2];
+	struct ref root;
+	uint64_t size;
+	uint64_t gen;
+	uint64_t created;
+	bool ro;
+	bool live;
+};
+
+enum head_op { HEAD_PUT = 1, HEAD_DEL = 2 };
+struct head_change {
+	enum head_op op;
+	struct head h;			/* for DEL only h.name counts */
+};
+
+int heads_replay(struct store *s);
+/* Appends one atomic batch and fsyncs it, then applies it in memory.
+ * Caller holds store.lock. */
+int heads_commit(struct store *s, const struct head_change *c, unsigned n);
+struct head *head_find(struct store *s, const char *name);
+int heads_compact(struct store *s);
+
+/* ---- the store ---- */
+
+struct store {
+	char dir[4096];
+	int dir_fd;
+	int lock_fd;
+	uint32_t chunk_size;
+	uint8_t secret[STORE_SECRET_SIZE];
+	struct store_options opts;
+
+	/* Protects heads, open images, heads journal appends. */
+	pthread_mutex_t lock;
+	struct head *heads;
+	size_t nheads, heads_cap;
+	int heads_fd;
+	uint64_t heads_size, heads_seq, next_gen;
+	struct image *open_images;	/* list, by next */
+
+	/* Serialises chunk puts: lookup, verify-on-match, append, index insert. */
+	pthread_mutex_t put_lock;
+	struct pack **packs;		/* by id; NULL where none; protected by put_lock */
+	uint32_t npacks;		/* array length */
+	struct pack *active;
+	atomic_bool gc_running;
+	pthread_mutex_t gc_lock;	/* one gc or verify at a time */
+	struct pack **zombies;		/* removed packs whose fds stay open until the next gc */
+	size_t nzombies;
+	void **retired;			/* replaced pack arrays readers may still hold; freed at close */
+	size_t nretired;
+
+	struct index index;
+	_Atomic uint64_t dirty_bytes;
+};
+
+/* Looks a pack up by id without locking: packs are only added to the array
+ * (under put_lock), and removed ones stay as zombies until the next gc. */
+struct pack *store_pack(struct store *s, uint32_t id);
+/* Keeps an allocation that lock-free readers may still use until close. */
+void store_retire(struct store *s, void *p);
+
+/* ---- chunks (store-pack.c) ---- */
+
+/* Stores a chunk (dedup with verify-on-match; all-zero data chunks become
+ * holes) and returns its ref. */
+int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len, struct ref *out);
+/* Reads [from, from+len) of a chunk. Holes read as zeroes. */
+int chunk_read(struct store *s, const struct ref *r, uint32_t from, uint32_t len, void *buf);
+/* fdatasync every pack written since its last sync. */
+int packs_sync(struct store *s);
+
+/* ---- map trees (store-map.c) ---- */
+
+struct leaf {
+	struct ref refs[NODE_FANOUT];
+	uint8_t *dirty[NODE_FANOUT];	/* unflushed chunk bytes, or NULL */
+};
+
+struct geometry {
+	uint64_t nchunks;
+	unsigned depth;			/* 0 for an empty image */
+	uint64_t count[MAX_DEPTH + 1];	/* nodes per level; count[0] = chunks */
+};
+void geometry_for(uint64_t size, uint32_t chunk_size, struct geometry *g);
+
+struct image {
+	struct store *s;
+	struct image *next;		/* store.open_images; store.lock */
+	unsigned opens;			/* store.lock */
+	char name[2 * 128 + 2];
+
+	pthread_rwlock_t lock;		/* everything below */
+	pthread_mutex_t load_lock;	/* lazy leaf loads under a read lock */
+	uint64_t size;
+	bool ro;
+	atomic_bool gone;
+	struct geometry g;
+	struct ref *lv[MAX_DEPTH + 1];	/* lv[k][i]: ref of node i at level k (k >= 1) */
+	uint8_t *dirty_lv[MAX_DEPTH + 1];	/* bitmap per level: node needs rewriting */
+	struct leaf **leaves;		/* count[1] entries, NULL until loaded */
+	uint64_t *dirty_q;		/* chunk indexes with dirty buffers, in order */
+	size_t dirty_n, dirty_cap, dirty_head;
+	bool tree_dirty;		/* some node needs writing */
+	struct ref flushed_root;
+	uint64_t flushed_size;
+};
+
+/* Loads the upper levels of a tree from root (leaves stay lazy). */
+int tree_load(struct image *img, const struct ref *root, uint64_t size);
+void tree_free(struct image *img);
+struct leaf *tree_leaf(struct image *img, uint64_t leaf_idx, int *err);
+void tree_mark_chunk(struct image *img, uint64_t chunk);
+/* Writes dirty nodes bottom-up; *root gets the new root. Image write-locked. */
+int tree_write(struct image *img, struct ref *root);
+int tree_resize(struct image *img, uint64_t new_size);
+/* Reads a node chunk into refs[NODE_FANOUT]; checks its level. */
+int node_read(struct store *s, const struct ref *r, unsigned level, struct ref *refs);
+/* Calls fn for every non-hole ref in the tree, nodes before their children.
+ * fn returns 1 to skip a node's children, <0 to stop. A node that cannot be
+ * read is passed again with WALK_UNREADABLE or'ed into level. */
+#define WALK_UNREADABLE 0x100u
+typedef int (*tree_walk_fn)(void *opaque, const struct ref *r, unsigned level, uint64_t first_chunk);
+int tree_walk(struct store *s, const struct ref *root, uint64_t size, tree_walk_fn fn, void *opaque);
+
+/* ---- ref sets and maps (store-refmap.c) ---- */
+
+struct refmap {
+	struct { struct ref r; uint64_t v; bool used; } *tab;
+	uint64_t cap, count;
+};
+int refmap_init(struct refmap *m);
+void refmap_free(struct refmap *m);
+/* The value slot for r, inserted as 0 when absent (*added set); NULL on ENOMEM. */
+uint64_t *refmap_get(struct refmap *m, const struct ref *r, bool *added);
+uint64_t *refmap_find(struct refmap *m, const struct ref *r);
+
+/* ---- images (store-image.c) ---- */
+int image_flush_locked(struct image *img);
+int image_writeback(struct image *img);	/* dirty chunks to packs, image write-locked */
+void image_drop_dirty(struct image *img);
+/* Opens an image for the engine's own use (resize, clone). */
+int image_get(struct store *s, const char *name, bool writable, struct image **out);
+
+#endif
