@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -168,7 +169,9 @@ static int op_store_stats(struct conn *c, json_object *req)
 	json_object_object_add(s, "pack_bytes", json_object_new_uint64(st.pack_bytes));
 	json_object_object_add(s, "dead_bytes", json_object_new_uint64(st.dead_bytes));
 	json_object_object_add(s, "chunks", json_object_new_uint64(st.chunks));
-	json_object_object_add(s, "dedup_ratio", json_object_new_double(st.dedup_ratio));
+	/* NaN or infinity is not JSON (an empty store has no physical bytes). */
+	json_object_object_add(s, "dedup_ratio",
+			       json_object_new_double(isfinite(st.dedup_ratio) ? st.dedup_ratio : 0));
 	o = json_object_new_object();
 	json_object_object_add(o, "stats", s);
 	return ctl_reply_ok(c->fd, o);
