@@ -118,6 +118,7 @@ void ctl_reader_init(struct ctl_reader *r, int fd)
 {
 	memset(r, 0, sizeof *r);
 	r->fd = fd;
+	r->max = CTL_MAX_LINE;
 }
 
 void ctl_reader_free(struct ctl_reader *r)
@@ -158,7 +159,7 @@ int ctl_read_line(struct ctl_reader *r, char **line, size_t *len)
 		scanned = r->len - r->start;
 
 		/* Enforce the cap: drop what we have and skip to the next newline. */
-		if (scanned > CTL_MAX_LINE) {
+		if (scanned > r->max) {
 			r->discarding = true;
 			r->start = r->len = 0;
 			scanned = 0;
@@ -174,8 +175,8 @@ int ctl_read_line(struct ctl_reader *r, char **line, size_t *len)
 			size_t cap = r->cap ? r->cap * 2 : 4096;
 			char *b;
 
-			if (cap > CTL_MAX_LINE + 4096)
-				cap = CTL_MAX_LINE + 4096;
+			if (cap > r->max + 4096)
+				cap = r->max + 4096;
 			b = realloc(r->buf, cap + 1);
 			if (!b)
 				return -ENOMEM;
@@ -353,6 +354,7 @@ int ctl_call(int fd, json_object *req, json_object **reply, ctl_event_fn event, 
 	/* The server sends nothing after the final reply unless asked, so a
 	 * reader local to this call loses no bytes. */
 	ctl_reader_init(&rd, fd);
+	rd.max = CTL_MAX_REPLY;
 	for (;;) {
 		char *line;
 		size_t len;

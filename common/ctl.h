@@ -16,8 +16,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* A request or reply line may not be longer than this (newline excluded). */
+/* A request line may not be longer than this (newline excluded). */
 #define CTL_MAX_LINE (1u << 20)
+/* Replies can be longer (a list of thousands of images); clients accept this much. */
+#define CTL_MAX_REPLY (64u << 20)
 
 /* ---- client --------------------------------------------------------- */
 
@@ -44,6 +46,7 @@ struct ctl_reader {
 	int fd;
 	char *buf;
 	size_t start, len, cap;	/* unread bytes are buf[start, len) */
+	size_t max;		/* longest line accepted; CTL_MAX_LINE after init */
 	bool discarding;	/* skipping the rest of an over-long line */
 };
 
@@ -52,7 +55,7 @@ void ctl_reader_free(struct ctl_reader *r);
 /*
  * Reads the next line. Returns 1 with *line NUL-terminated (newline
  * stripped; valid until the next call), 0 at end of stream, -E2BIG for a
- * line over CTL_MAX_LINE (its bytes are skipped, the next call reads the
+ * line over r->max (its bytes are skipped, the next call reads the
  * line after it), or another -errno.
  */
 int ctl_read_line(struct ctl_reader *r, char **line, size_t *len);
