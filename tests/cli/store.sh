@@ -48,6 +48,12 @@ hutch store verify >"$HUTCH_HOME/out" 2>"$HUTCH_HOME/err" || fail "verify: $(cat
 grep -q "intact" "$HUTCH_HOME/out" || fail "verify output"
 [ -s "$HUTCH_HOME/err" ] && fail "progress written to a non-terminal: $(cat -A "$HUTCH_HOME/err")"
 
+# On a terminal, verify shows progress on stderr (script(1) gives it one).
+if command -v script >/dev/null; then
+	out=$(script -qec "hutch store verify" /dev/null) || fail "verify on a terminal"
+	assert_contains "$out" "verify: +[0-9]+%" "progress on a terminal"
+fi
+
 # rm everything, gc: the store's packs shrink back.
 before=$(hutch --json store stats | jq .pack_bytes)
 hutch image rm f1 && hutch image rm f2 && hutch image rm base || fail "rm"
