@@ -67,10 +67,33 @@ static int node_size(struct node *n, uint64_t *size)
 	return r;
 }
 
+/* The size from a pooled connection's handshake: no control round trip
+ * (image.info also computes usage, which costs milliseconds on big
+ * images). Pools are reset after every resize made through the mount,
+ * so this is only stale after a resize made elsewhere, for at most as
+ * long as an idle connection lives. */
+static int node_size_nbd(struct node *n, uint64_t *size)
+{
+	struct pool *p = node_pool(n);
+	struct conn c;
+
+	if (node_is_pending(n)) {
+		*size = 0;
+		return 0;
+	}
+	if (!p)
+		return -ENOMEM;
+	int r = pool_get(p, &c);
+	if (r < 0)
+		return r;
+	*size = (uint64_t)nbd_get_size(c.h);
+	pool_put(p, &c);
+	return 0;
+}
+
 int node_grow(struct node *n, uint64_t want)
 {
 	char ref[REF_MAX];
-	struct fctl_image info;
 	int r;
 
 	pthread_mutex_lock(&n->grow_lock);
@@ -82,10 +105,9 @@ int node_grow(struct node *n, uint64_t want)
 		pthread_mutex_unlock(&n->grow_lock);
 		return r;
 	}
-	r = fctl_image_info(ref, &info);
-	if (r == 0 && info.readonly)
-		r = -EROFS;
-	if (r == 0 && info.size < want)
+	uint64_t size;
+	r = node_size_nbd(n, &size);
+	if (r == 0 && size < want)
 		r = fctl_image_resize(ref, want);
 	if (r == 0)
 		pool_reset(node_pool(n), NULL);
@@ -470,9 +492,9 @@ static int64_t do_copy(struct node *src, uint64_t off_in, struct node *dst, uint
 	uint32_t cs;
 	int r;
 
-	r = node_size(src, &ssize);
+	r = node_size_nbd(src, &ssize);
 	if (r == 0)
-		r = node_size(dst, &dsize);
+		r = node_size_nbd(dst, &dsize);
 	if (r < 0)
 		return r;
 	if (off_in >= ssize || len == 0)
@@ -500,6 +522,10 @@ static int64_t do_copy(struct node *src, uint64_t off_in, struct node *dst, uint
 		done = head;
 	}
 	uint64_t mid = (len - done) / cs * cs;
+	/* The store shares a last partial chunk too when the range ends
+	 * both images (a whole-image cp). */
+	if (off_in + len == ssize && off_out + len == MAX(dsize, off_out + len))
+		mid = len - done;
 	if (mid) {
 		r = fctl_image_clone_range(sref, off_in + done, dref, off_out + done, mid);
 		if (r == -ENOSYS || r == -EOPNOTSUPP || r == -ENOTSUP) {
