@@ -69,22 +69,24 @@ int cli_want_operands(int argc, char **argv, int n)
 	return 0;
 }
 
-int cli_storaged_call(json_object *req, json_object **reply, ctl_event_fn event, void *opaque)
+int cli_daemon_call(const char *sock_rel, const char *daemon, const char *start_hint,
+		    json_object *req, json_object **reply, ctl_event_fn event, void *opaque)
 {
 	char sock[4096], err[1024];
 	_cleanup_close_ int fd = -1;
 	json_object *rep = NULL;
 	int r;
 
-	if (hutch_path(sock, sizeof sock, cli.home, "run/control.sock") < 0) {
+	if (hutch_path(sock, sizeof sock, cli.home, sock_rel) < 0) {
 		json_object_put(req);
 		return cli_error("--home %s: path too long", cli.home);
 	}
 	fd = ctl_connect(sock);
 	if (fd == -ENOENT || fd == -ECONNREFUSED) {
 		json_object_put(req);
-		cli_error("hutch-storaged is not running (nothing listens on %s)", sock);
-		fprintf(stderr, "Start it with:  hutch-storaged --home %s &\n", cli.home);
+		cli_error("%s is not running (nothing listens on %s)", daemon, sock);
+		fprintf(stderr, "Start it with:  %s --home %s &%s%s\n", daemon, cli.home,
+			*start_hint ? "   " : "", start_hint);
 		return 1;
 	}
 	if (fd == -EACCES) {
@@ -106,6 +108,11 @@ int cli_storaged_call(json_object *req, json_object **reply, ctl_event_fn event,
 	else
 		json_object_put(rep);
 	return 0;
+}
+
+int cli_storaged_call(json_object *req, json_object **reply, ctl_event_fn event, void *opaque)
+{
+	return cli_daemon_call("run/control.sock", "hutch-storaged", "", req, reply, event, opaque);
 }
 
 void cli_print_json(json_object *o)

@@ -37,6 +37,8 @@ struct cli_group {
 
 extern const struct cli_group cli_group_store;
 extern const struct cli_group cli_group_image;
+extern const struct cli_group cli_group_vm;
+extern const struct cli_group cli_group_template;
 
 struct cli_state {
 	const char *home;	/* --home, else $HUTCH_HOME, else /var/lib/hutch */
@@ -61,6 +63,14 @@ int cli_want_operands(int argc, char **argv, int n);
  * REPLY may be NULL) and returns 0.
  */
 int cli_storaged_call(json_object *req, json_object **reply, ctl_event_fn event, void *opaque);
+/* The same for any daemon: SOCK is relative to the home ("run/vmd.sock"),
+ * DAEMON its program name for messages, START_HINT extra words for the
+ * "Start it with" line ("" or e.g. "(after hutch-storaged)"). */
+int cli_daemon_call(const char *sock, const char *daemon, const char *start_hint,
+		    json_object *req, json_object **reply, ctl_event_fn event, void *opaque);
+
+/* Like cli_storaged_call, to hutch-vmd ($HUTCH_HOME/run/vmd.sock); in cli-vm.c. */
+int cli_vmd_call(json_object *req, json_object **reply);
 
 /* Prints O as pretty JSON on stdout. */
 void cli_print_json(json_object *o);
