@@ -313,6 +313,7 @@ struct load_ctx {
 	FILE *f;
 	unsigned line;		/* of the line inih is handling */
 	bool partial;		/* the last read ended mid-line */
+	bool comment;		/* the line being read is a comment */
 	unsigned err_line;
 	char err[512];
 };
@@ -326,9 +327,18 @@ static char *reader(char *str, int num, void *stream)
 
 	if (!r)
 		return NULL;
-	if (!ctx->partial)
+	if (!ctx->partial) {
+		const char *p = str + strspn(str, " \t");
+
 		ctx->line++;
+		ctx->comment = *p == '#' || *p == ';';
+	}
 	ctx->partial = !strchr(str, '\n') && !feof(ctx->f);
+	/* inih would cut the line and drop the rest: refuse it, unless a comment. */
+	if (ctx->partial && !ctx->comment && !ctx->err_line) {
+		ctx->err_line = ctx->line;
+		snprintf(ctx->err, sizeof ctx->err, "line longer than %d characters", num - 2);
+	}
 
 	/* An unknown section is an error even when it has no keys. */
 	if (!ctx->partial && !ctx->err_line) {

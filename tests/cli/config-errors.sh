@@ -35,6 +35,13 @@ check_bad 1 "outside any section"
 printf '[store]\nthis line has no equals sign\n' >"$conf"
 check_bad 2 "syntax error"
 
+long=$(printf 'a%.0s' $(seq 300))
+printf '[nbd]\ntcp_listen = %s:80\n' "$long" >"$conf"
+check_bad 2 "line longer than"
+# Long comments, a byte-order mark, CRLF and inline comments are fine; lines still count right.
+printf '\xef\xbb\xbf# %s\r\n[store]\r\nchunk_size = 128K ; why\r\n[nbd]\nbogus = 1\n' "$long" >"$conf"
+check_bad 5 "unknown key 'bogus' in \[nbd\]"
+
 # --check-config on a good file; --config FILE elsewhere; a missing --config file.
 printf '[store]\nchunk_size = 128K\nflush_interval = 500ms\n[storaged]\nlog_level = debug\n' >"$conf"
 hutch-storaged --home "$HUTCH_HOME" --check-config | grep -q "$conf: OK" || fail "--check-config"
