@@ -324,42 +324,43 @@ static char *reader(char *str, int num, void *stream)
 {
 	struct load_ctx *ctx = stream;
 	char *r = fgets(str, num, ctx->f);
+	bool first = !ctx->partial;	/* the start of a line, not the rest of a long one */
+	const char *p = str;
 
 	if (!r)
 		return NULL;
-	if (!ctx->partial) {
-		const char *p = str + strspn(str, " \t");
-
+	if (first) {
+		if (ctx->line == 0 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+			p += 3;	/* a UTF-8 byte-order mark, which inih skips too */
+		p += strspn(p, " \t");
 		ctx->line++;
 		ctx->comment = *p == '#' || *p == ';';
 	}
 	ctx->partial = !strchr(str, '\n') && !feof(ctx->f);
+	if (ctx->err_line)
+		return r;
+
 	/* inih would cut the line and drop the rest: refuse it, unless a comment. */
-	if (ctx->partial && !ctx->comment && !ctx->err_line) {
+	if (ctx->partial && !ctx->comment) {
 		ctx->err_line = ctx->line;
 		snprintf(ctx->err, sizeof ctx->err, "line longer than %d characters", num - 2);
+		return r;
 	}
 
 	/* An unknown section is an error even when it has no keys. */
-	if (!ctx->partial && !ctx->err_line) {
-		const char *p = str + strspn(str, " \t");
+	if (first && *p == '[') {
+		const char *end = strchr(p, ']');
+		size_t n = end ? (size_t)(end - p - 1) : 0;
+		char name[64];
 
-		if (*p == '[') {
-			const char *end = strchr(p, ']');
-
-			if (end) {
-				char name[64];
-				size_t n = (size_t)(end - p - 1);
-
-				if (n < sizeof name) {
-					memcpy(name, p + 1, n);
-					name[n] = '\0';
-					if (!find_section(name)) {
-						ctx->err_line = ctx->line;
-						snprintf(ctx->err, sizeof ctx->err,
-							 "unknown section [%s]", name);
-					}
-				}
+		if (end) {
+			/* No section has a name this long: keep a prefix for the message. */
+			n = n < sizeof name ? n : sizeof name - 1;
+			memcpy(name, p + 1, n);
+			name[n] = '\0';
+			if ((size_t)(end - p - 1) >= sizeof name || !find_section(name)) {
+				ctx->err_line = ctx->line;
+				snprintf(ctx->err, sizeof ctx->err, "unknown section [%s]", name);
 			}
 		}
 	}
@@ -390,8 +391,11 @@ static int handler(void *user, const char *section, const char *name, const char
 		return 0;
 	}
 	sec = find_section(section);
-	if (!sec)
-		return 1;	/* reported by the reader */
+	if (!sec) {
+		ctx->err_line = ctx->line;
+		snprintf(ctx->err, sizeof ctx->err, "unknown section [%.64s]", section);
+		return 0;
+	}
 	for (size_t j = 0; j < sec->nkeys; j++) {
 		if (strcmp(sec->keys[j].name, name) != 0)
 			continue;
