@@ -21,7 +21,6 @@
 
 struct fhandle {
 	struct node *n;
-	bool written;		/* since the last flush; a hint, a race costs one extra flush */
 };
 
 static __thread char *tbuf;
@@ -204,28 +203,14 @@ static int node_flush(struct node *n)
 	return r;
 }
 
-static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
-	int r = 0;
-
-	/* close() after writing makes the data durable, as on local disks
-	 * people expect of `cp` and `dd` followed by a crash. */
-	if (fh->written) {
-		r = node_flush(fh->n);
-		if (r == 0)
-			fh->written = false;
-	}
-	fuse_reply_err(req, -r);
-}
-
 static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct fhandle *fh = (struct fhandle *)(uintptr_t)fi->fh;
+	/* Every write already reached storaged (direct_io, no cache here);
+	 * fsync makes it durable. close() does not, as on local disks:
+	 * storaged's flush timer and its shutdown cover the rest. */
 	int r = fh->n->kind == NODE_IMAGE ? node_flush(fh->n) : 0;
 
-	if (r == 0)
-		fh->written = false;
 	fuse_reply_err(req, -r);
 }
 
@@ -320,7 +305,6 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, -r);
 		return;
 	}
-	fh->written = true;
 	fuse_reply_write(req, size);
 }
 
@@ -444,8 +428,6 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	    (uint64_t)off < size)
 		r = write_range(fh->n, NULL, MIN((uint64_t)len, size - (uint64_t)off),
 				(uint64_t)off);
-	if (r == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
-		fh->written = true;
 	fuse_reply_err(req, -r);
 }
 
@@ -567,8 +549,6 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_err(req, (int)-r);
 		return;
 	}
-	if (r > 0)
-		out->written = true;
 	fuse_reply_write(req, (size_t)r);
 }
 
@@ -577,7 +557,6 @@ void fs_file_ops(struct fuse_lowlevel_ops *ops)
 	ops->open = fs_open;
 	ops->create = fs_create;
 	ops->release = fs_release;
-	ops->flush = fs_flush;
 	ops->fsync = fs_fsync;
 	ops->read = fs_read;
 	ops->write = fs_write;

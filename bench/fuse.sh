@@ -1,0 +1,147 @@
+#!/bin/bash
+# hutch-fuse against its peers, in one run on the same data:
+#
+#   - sequential 1 MiB write and read, random 4 KiB read (fio, O_DIRECT,
+#     libaio, QD16) through the hutch-fuse mount, and through nbdfuse over
+#     qemu-nbd serving a raw file holding the same bytes;
+#   - fork time by cp of a written 1 GiB and 16 GiB image: hutch-fuse
+#     (copy_file_range sharing chunks) next to cp --reflink=always on an
+#     XFS loop mount and a plain cp (--reflink=never) on the same XFS.
+#
+# Usage: bench/fuse.sh [--quick]      (needs root for the XFS loop mount)
+#   HUTCH_BUILD=DIR   the meson build folder (default: the first build*/)
+#   BENCH_SIZE=1G     size of the fio file; RUNTIME=10 seconds per fio row
+#   --quick           skip the 16 GiB rows
+# Prints a markdown table. Numbers are from one run on a noisy machine.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/.." && pwd)
+QUICK=
+[ "${1:-}" = "--quick" ] && QUICK=1
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+	exit 0
+fi
+if [ -z "${HUTCH_BUILD:-}" ]; then
+	for d in "$SRC"/build*/; do
+		[ -x "$d/fuse/hutch-fuse" ] && { HUTCH_BUILD=${d%/}; break; }
+	done
+fi
+[ -n "${HUTCH_BUILD:-}" ] || { echo "set HUTCH_BUILD to a meson build folder with fuse/hutch-fuse" >&2; exit 1; }
+export HUTCH_BUILD
+. "$SRC/tests/fuse/fuse-functions.sh"
+requires fio --version
+requires qemu-nbd --version
+requires nbdfuse --version
+command -v mkfs.xfs >/dev/null || skip "needs mkfs.xfs (apt-get install xfsprogs)"
+
+SIZE=${BENCH_SIZE:-1G}
+RUNTIME=${RUNTIME:-10}
+W="$HUTCH_HOME/work"
+mkdir -p "$W"
+cd "$W" || exit 1
+
+start_storaged
+start_fuse
+I="$MNT/images"
+
+# fio_row NAME FILE ARGS...: prints "MB/s IOPS" of one fio run.
+fio_row() {
+	local file=$1; shift
+	fio --name=b --filename="$file" --ioengine=libaio --direct=1 --iodepth=16 \
+	    --size="$SIZE" --output-format=json "$@" >"$W/fio.json" 2>"$W/fio.err" ||
+		{ cat "$W/fio.err" >&2; echo "0 0"; return; }
+	"$PYTHON" - "$W/fio.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+rw = j["read"] if j["read"]["io_bytes"] else j["write"]
+print("%.0f %.0f" % (rw["bw_bytes"] / 1e6, rw["iops"]))
+PY
+}
+
+# --- the data path --------------------------------------------------------
+truncate -s "$SIZE" "$I/data" || fail "create image"
+h_sw=$(fio_row "$I/data" --rw=write --bs=1M)
+h_sr=$(fio_row "$I/data" --rw=read --bs=1M)
+h_rr=$(fio_row "$I/data" --rw=randread --bs=4k --runtime="$RUNTIME" --time_based)
+
+# The same bytes in a raw file, served by qemu-nbd, mounted by nbdfuse.
+cp "$I/data" "$W/data.raw" || fail "copy the data out"
+qemu-nbd -f raw -k "$W/qnbd.sock" --shared=16 "$W/data.raw" &
+QPID=$!
+_daemon_pids+=("$QPID")
+wait_for 10 test -S "$W/qnbd.sock" || fail "qemu-nbd did not start"
+mkdir -p "$W/nf"
+nbdfuse "$W/nf/data" --unix "$W/qnbd.sock" &
+NPID=$!
+unmount_nf() { if mountpoint -q "$W/nf"; then fusermount3 -u -z "$W/nf"; fi; }
+cleanup_fn unmount_nf
+wait_for 10 test -f "$W/nf/data" || fail "nbdfuse did not mount"
+n_sw=$(fio_row "$W/nf/data" --rw=write --bs=1M)
+n_sr=$(fio_row "$W/nf/data" --rw=read --bs=1M)
+n_rr=$(fio_row "$W/nf/data" --rw=randread --bs=4k --runtime="$RUNTIME" --time_based)
+fusermount3 -u "$W/nf"
+wait "$NPID" 2>/dev/null
+
+# --- fork time --------------------------------------------------------------
+# fill_image NAME SIZE: every chunk written (a repeating pattern, so the
+# store stays small), over NBD.
+fill_image() {
+	truncate -s "$2" "$I/$1" || fail "create $1"
+	fio --name=fill --ioengine=nbd --uri="$(nbd_uri "$1")" --rw=write --bs=1m --iodepth=16 \
+	    --size="$2" --buffer_pattern=0x5a17c0de >/dev/null 2>&1 || fail "fill $1"
+}
+secs() { "$PYTHON" -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$@"; }
+time_cp() {	# time_cp ARGS...: seconds
+	local t0 t1
+	t0=$(date +%s.%N)
+	cp "$@" || fail "cp $*"
+	t1=$(date +%s.%N)
+	secs "$t0" "$t1"
+}
+
+XFS_IMG="$W/xfs.img"
+truncate -s 48G "$XFS_IMG"
+mkfs.xfs -q -m reflink=1 "$XFS_IMG" || fail "mkfs.xfs"
+mkdir -p "$W/xfs"
+mount -o loop "$XFS_IMG" "$W/xfs" || skip "cannot loop-mount XFS (needs root and loop devices)"
+unmount_xfs() { if mountpoint -q "$W/xfs"; then umount -l "$W/xfs"; fi; }
+cleanup_fn unmount_xfs
+
+sizes="1G"
+[ -z "$QUICK" ] && sizes="1G 16G"
+declare -A f_h f_x f_p
+for s in $sizes; do
+	fill_image "f$s" "$s"
+	f_h[$s]=$(time_cp "$I/f$s" "$I/f$s-fork")
+	# The same size written on XFS, synced so the copies do not flush it.
+	fio --name=fill --filename="$W/xfs/f$s" --rw=write --bs=1m --iodepth=16 --ioengine=libaio \
+	    --direct=1 --size="$s" --buffer_pattern=0x5a17c0de >/dev/null 2>&1 || fail "fill xfs $s"
+	sync
+	f_x[$s]=$(time_cp --reflink=always "$W/xfs/f$s" "$W/xfs/f$s-reflink")
+	f_p[$s]=$(time_cp --reflink=never "$W/xfs/f$s" "$W/xfs/f$s-plain")
+	rm -f "$W/xfs/f$s"*
+done
+
+ratio() { "$PYTHON" -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b) if b else '-')" "$@"; }
+set -- $h_sw; hsw=$1; set -- $n_sw; nsw=$1
+set -- $h_sr; hsr=$1; set -- $n_sr; nsr=$1
+set -- $h_rr; hrr=$2; set -- $n_rr; nrr=$2
+echo
+echo "hutch-fuse vs nbdfuse over qemu-nbd (fio, O_DIRECT, libaio QD16, $SIZE file)"
+echo
+echo "| row | hutch-fuse | nbdfuse + qemu-nbd | ratio |"
+echo "| --- | ---: | ---: | ---: |"
+echo "| seq write 1 MiB (MB/s) | $hsw | $nsw | $(ratio "$hsw" "$nsw") |"
+echo "| seq read 1 MiB (MB/s) | $hsr | $nsr | $(ratio "$hsr" "$nsr") |"
+echo "| rand read 4 KiB (IOPS) | $hrr | $nrr | $(ratio "$hrr" "$nrr") |"
+echo
+echo "Fork by cp of a written image (seconds)"
+echo
+echo "| size | hutch-fuse cp | XFS cp --reflink=always | XFS plain cp |"
+echo "| --- | ---: | ---: | ---: |"
+for s in $sizes; do
+	echo "| $s | ${f_h[$s]} | ${f_x[$s]} | ${f_p[$s]} |"
+done
+echo
+echo "physical bytes of the store after the forks: $(store_physical)"
