@@ -13,6 +13,8 @@
 static const struct cli_group *const groups[] = {
 	&cli_group_store,
 	&cli_group_image,
+	&cli_group_vm,
+	&cli_group_template,
 };
 
 static void usage_top(FILE *out)

@@ -85,7 +85,7 @@ static void *conn_main(void *arg)
 
 			json_object_object_add(o, "version", json_object_new_string(HUTCH_VERSION));
 			json_object_object_add(o, "pid", json_object_new_int(getpid()));
-			json_object_object_add(o, "accel", json_object_new_string(c->d->accel));
+			json_object_object_add(o, "accel", json_object_new_string(c->d->accel[0] ? c->d->accel : "not probed yet"));
 			json_object_object_add(o, "accel_reason", json_object_new_string(c->d->accel_why));
 			r = ctl_reply_ok(c->fd, o);
 		} else {
@@ -255,8 +255,6 @@ int main(int argc, char **argv)
 			  d.admin_key);
 		return 1;
 	}
-	vmd_probe_accel(&d);
-	log_info("accelerator: %s (%s)", d.accel, d.accel_why);
 	if (geteuid() != 0)
 		log_warn("not running as root: every VM's QEMU runs as this user, so the NBD "
 			 "export ACL cannot keep VMs apart");

@@ -95,53 +95,62 @@ static int run_wait(char *const argv[], int outfd, unsigned timeout_ms, uid_t ui
 }
 
 /*
- * KVM only when a guest really runs under it: a 64 KiB firmware whose reset
- * vector writes to isa-debug-exit. QEMU then exits with (0x31 << 1) | 1 = 99.
- * A /dev/kvm that cannot run guests fails or hangs instead (nested setups).
+ * KVM only when a guest really runs under it: boot KERNEL under KVM with no
+ * root device, so it panics at once (panic=-1, -no-reboot: QEMU exits) once
+ * it got through long mode, MSRs, APIC and timers. A /dev/kvm that cannot
+ * run ordinary guests (nested setups without vmx/svm) fails or hangs
+ * instead. Decided once per hutch-vmd, at the first VM start.
  */
-void vmd_probe_accel(struct vmd *d)
+void vmd_probe_accel(struct vmd *d, const char *kernel)
 {
-	static const unsigned char reset[] = {
-		0xb0, 0x31,		/* mov al, 0x31 */
-		0xe6, 0xf4,		/* out 0xf4, al */
-		0xf4,			/* hlt */
-		0xeb, 0xfe,		/* jmp $ */
-	};
-	char fw[VMD_PATH_MAX];
-	_cleanup_free_ unsigned char *img = NULL;
+	static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
+	char out[VMD_PATH_MAX], buf[65536];
+	_cleanup_close_ int fd = -1;
+	ssize_t n;
 	int r;
 
+	pthread_mutex_lock(&probe_lock);
+	if (d->accel[0])
+		goto out;
 	if (strcmp(d->cfg.vmd.accel, "tcg") == 0 || strcmp(d->cfg.vmd.accel, "kvm") == 0) {
 		xsnprintf(d->accel, sizeof d->accel, "%s", d->cfg.vmd.accel);
 		xsnprintf(d->accel_why, sizeof d->accel_why, "set by [vmd] accel");
-		return;
+		goto out;
 	}
-	xsnprintf(d->accel, sizeof d->accel, "tcg");
 	if (access("/dev/kvm", R_OK | W_OK) != 0) {
-		xsnprintf(d->accel_why, sizeof d->accel_why, "no usable /dev/kvm: %s", strerror(errno));
-		return;
+		xsnprintf(d->accel_why, sizeof d->accel_why, "no usable /dev/kvm (%s)", strerror(errno));
+		goto tcg;
 	}
-	img = calloc(1, 65536);
-	if (!img || hutch_path(fw, sizeof fw, d->home, "run/kvm-probe.bin") < 0)
-		return;
-	memcpy(img + 0xfff0, reset, sizeof reset);
-	if (write_file_atomic(fw, img, 65536, 0644) < 0)
-		return;
+	if (hutch_path(out, sizeof out, d->home, "run/kvm-probe.log") < 0)
+		goto tcg;
+	fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		goto tcg;
 	char *argv[] = {
-		d->cfg.vmd.qemu, (char *)"-machine", (char *)"q35,accel=kvm", (char *)"-nodefaults",
-		(char *)"-display", (char *)"none", (char *)"-m", (char *)"16", (char *)"-bios", fw,
-		(char *)"-device", (char *)"isa-debug-exit,iobase=0xf4,iosize=1", NULL,
+		d->cfg.vmd.qemu, (char *)"-machine", (char *)"q35,accel=kvm", (char *)"-cpu",
+		(char *)"host", (char *)"-m", (char *)"128", (char *)"-nodefaults", (char *)"-display",
+		(char *)"none", (char *)"-no-reboot", (char *)"-serial", (char *)"stdio",
+		(char *)"-kernel", (char *)kernel, (char *)"-append",
+		(char *)"console=ttyS0 quiet panic=-1 root=/dev/hutch-kvm-probe", NULL,
 	};
-	r = run_wait(argv, -1, 5000, 0);
-	unlink(fw);
-	if (r == 99) {
+	log_info("probing KVM: booting %s under it", kernel);
+	r = run_wait(argv, fd, 15000, 0);
+	n = pread(fd, buf, sizeof buf - 1, 0);
+	buf[n > 0 ? n : 0] = '\0';
+	unlink(out);
+	if (r == 0 && strstr(buf, "Kernel panic")) {
 		xsnprintf(d->accel, sizeof d->accel, "kvm");
-		xsnprintf(d->accel_why, sizeof d->accel_why, "a probe guest ran under KVM");
-	} else {
-		xsnprintf(d->accel_why, sizeof d->accel_why,
-			 "/dev/kvm is there but a probe guest %s under KVM",
-			 r == -ETIMEDOUT ? "hung" : "failed");
+		xsnprintf(d->accel_why, sizeof d->accel_why, "a probe kernel booted under KVM");
+		log_info("accelerator: kvm (%s)", d->accel_why);
+		goto out;
 	}
+	xsnprintf(d->accel_why, sizeof d->accel_why, "/dev/kvm is there but a probe kernel %s under KVM",
+		  r == -ETIMEDOUT ? "hung" : "failed");
+tcg:
+	xsnprintf(d->accel, sizeof d->accel, "tcg");
+	log_info("accelerator: tcg (%s)", d->accel_why);
+out:
+	pthread_mutex_unlock(&probe_lock);
 }
 
 int vm_qmp_path(const struct vmd *d, const struct vm *vm, char *buf, size_t sz)
@@ -307,6 +316,7 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		}
 	}
 
+	vmd_probe_accel(d, kernel);
 	r = pick_port(&port);
 	if (r < 0) {
 		xsnprintf(err, errsz, "no free loopback port for SSH: %s", strerror(-r));

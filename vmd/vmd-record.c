@@ -98,6 +98,7 @@ json_object *vm_to_json(const struct vmd *d, struct vm *vm, bool detail)
 	json_object_object_add(o, "cmdline", json_object_new_string(vm->cmdline));
 	json_object_object_add(o, "started", json_object_new_uint64(vm->started));
 	json_object_object_add(o, "ssh_ready", json_object_new_boolean(vm->ssh_ready));
+	json_object_object_add(o, "accel_reason", json_object_new_string(d->accel_why));
 	json_object_object_add(o, "admin_key", json_object_new_string(d->admin_key));
 	if (vm_dir(d, vm->name, "run/console.sock", path, sizeof path) == 0)
 		json_object_object_add(o, "console_socket", json_object_new_string(path));

@@ -478,7 +478,6 @@ static int vm_make(struct vmd *d, int fd, const char *name, const char *src_imag
 	vm->cpus = cpus;
 	vm->memory = memory;
 	vm->created = (uint64_t)time(NULL);
-	xsnprintf(vm->accel, sizeof vm->accel, "%s", d->accel);
 	if (new_identity(vm) < 0 || (r = alloc_uid(d, &vm->uid)) < 0) {
 		free(vm);
 		return ctl_reply_error(fd, ENOSPC, "no free VM uid left (raise [vmd] uid_count)");

@@ -63,7 +63,7 @@ struct vmd {
 	char storaged_sock[VMD_PATH_MAX];
 	char nbd_sock[VMD_PATH_MAX];
 	char admin_key[VMD_PATH_MAX];	/* private key; .pub beside it */
-	char accel[8];			/* what new VMs use: kvm or tcg */
+	char accel[8];			/* what VMs use: kvm or tcg; "" until probed */
 	char accel_why[256];		/* how that was decided */
 
 	pthread_mutex_t lock;
@@ -94,7 +94,8 @@ int vmd_image_rm(struct vmd *d, const char *name, char *err, size_t errsz);
 int vmd_acl_write(struct vmd *d);
 
 /* vmd-qemu.c: QEMU processes */
-void vmd_probe_accel(struct vmd *d);
+/* Decides d->accel once, by booting KERNEL under KVM (see [vmd] accel). */
+void vmd_probe_accel(struct vmd *d, const char *kernel);
 /* Starts VM's QEMU (daemonized) and fills pid/pidfd/ssh_port. On failure
  * err has QEMU's own message. */
 int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz);
