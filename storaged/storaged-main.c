@@ -157,6 +157,15 @@ int main(int argc, char **argv)
 	}
 	log_init("hutch-storaged", parse_level(cfg.storaged.log_level));
 	signal(SIGPIPE, SIG_IGN);
+	/* Block the stop signals before any thread starts (the store starts
+	 * some in store_open), so every thread inherits the mask and only the
+	 * signalfd sees them; otherwise a signal could land on a thread that
+	 * does not block it and kill the process uncleanly. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 
 	if (hutch_path(store_path, sizeof store_path, home, "store") < 0 ||
 	    hutch_path(run_path, sizeof run_path, home, "run") < 0 ||
@@ -202,13 +211,6 @@ int main(int argc, char **argv)
 	}
 	log_info("store %s open (chunk size %" PRIu32 ")", store_path, store_chunk_size(store));
 
-	/* Block the stop signals before any thread starts, so all of them
-	 * inherit the mask and only the signalfd sees the signals. */
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 	if (sfd < 0 || tfd < 0) {
