@@ -22,6 +22,21 @@ start_storaged
 qemu-io -f raw -c 'read -P 0xab 0 1M' -c 'read -P 0xcd 32M 64k' -c 'read -P 0 1M 1M' \
 	"$(nbd_uri disk)" | grep -q "Pattern verification failed" && fail "data lost over a clean stop"
 
+# SIGTERM in the middle of a stream of NBD writes: still a clean stop, and
+# the store opens and verifies afterwards.
+head -c 48M /dev/urandom >"$HUTCH_HOME/data"
+( while :; do
+	qemu-img convert -n -f raw -O raw "$HUTCH_HOME/data" "$(nbd_uri disk)" >/dev/null 2>&1 || break
+done ) &
+writer=$!
+cleanup_fn kill $writer
+sleep 0.5
+stop_storaged
+wait $writer 2>/dev/null
+start_storaged
+hutch store verify >/dev/null || fail "verify after a stop under load"
+qemu-io -f raw -c 'read 0 48M' "$(nbd_uri disk)" >/dev/null || fail "read after a stop under load"
+
 # SIGINT too, while a client is connected to the control socket.
 /usr/bin/python3 -c '
 import socket, sys, time
