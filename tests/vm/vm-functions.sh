@@ -1,0 +1,55 @@
+# Helpers for the hutch-vmd tests; source after ../functions.sh.
+#
+# Every test builds the small test template (hutch template build) into its
+# own HUTCH_HOME; downloaded .debs are shared between tests and runs in
+# $HUTCH_DEB_CACHE (default /tmp/hutch-test-debs), guarded by a lock.
+
+requires qemu-system-x86_64 --version
+requires ssh -V
+command -v ssh-keygen >/dev/null || skip "needs ssh-keygen"
+command -v apt-get >/dev/null || skip "needs apt-get (Debian) to build the test template"
+
+HUTCH_DEB_CACHE=${HUTCH_DEB_CACHE:-/tmp/hutch-test-debs}
+export HUTCH_TEMPLATE_BUILD="$HUTCH_BUILD/vmd/hutch-template-build"
+
+# QEMU runs as its own uid and reconnects to nbd.sock as that uid: the home
+# must be traversable (mktemp makes it 0700).
+chmod 0755 "$HUTCH_HOME"
+# Tests run under TCG on purpose (KVM is probed by the accel test only), and
+# stop quickly when a guest does not power off.
+if [ ! -f "$HUTCH_HOME/hutch.conf" ]; then
+	printf '[vmd]\naccel = %s\nstop_timeout = 20s\nboot_timeout = 120s\nreconnect_delay = 60\n' \
+		"${VM_ACCEL:-tcg}" >"$HUTCH_HOME/hutch.conf"
+fi
+
+# start_vmd: start hutch-vmd, wait for its socket. Sets VMD_PID; log in $HUTCH_HOME/vmd.log.
+start_vmd() {
+	hutch-vmd --home "$HUTCH_HOME" >>"$HUTCH_HOME/vmd.log" 2>&1 &
+	VMD_PID=$!
+	_daemon_pids+=("$VMD_PID")
+	wait_for 20 test -S "$HUTCH_HOME/run/vmd.sock" || { cat "$HUTCH_HOME/vmd.log" >&2; fail "hutch-vmd did not start"; }
+	# Its QEMUs outlive it by design: stop them when the test ends.
+	cleanup_fn _kill_vm_qemus
+}
+
+_kill_vm_qemus() {
+	local p
+	for p in "$HUTCH_HOME"/vms/*/run/qemu.pid; do
+		[ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null
+	done
+	return 0
+}
+
+# build_template [NAME]: the test template, with the shared .deb cache.
+build_template() {
+	local name=${1:-default}
+	mkdir -p "$HUTCH_DEB_CACHE"
+	flock "$HUTCH_DEB_CACHE/.lock" \
+		hutch template build "$name" --cache "$HUTCH_DEB_CACHE" >"$HUTCH_HOME/template-build.log" 2>&1 ||
+		{ cat "$HUTCH_HOME/template-build.log" >&2; fail "hutch template build $name failed"; }
+}
+
+# vm_field NAME FIELD: one member of `hutch vm info NAME --json`.
+vm_field() {
+	hutch vm info "$1" --json | "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['$2'])"
+}
