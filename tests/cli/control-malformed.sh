@@ -52,6 +52,26 @@ PY
 assert_contains "$(head -n1 <<<"$out")" '"ok":false.*longer than' "long line refused"
 assert_contains "$(tail -n1 <<<"$out")" '"ok":true' "ping after long line"
 
+# A request dribbled one byte at a time, two requests in one write, CRLF
+# line ends, and a last request without a newline before the client closes
+# its side: each gets its reply.
+out=$(/usr/bin/python3 - "$HUTCH_HOME/run/control.sock" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile('rb')
+for b in b'{"op":"ping"}\n':
+    s.sendall(bytes([b])); time.sleep(0.002)
+print(f.readline().decode(), end='')
+s.sendall(b'{"op":"ping"}\n{"op":"image.info","name":"ghost"}\r\n')
+print(f.readline().decode(), end='')
+print(f.readline().decode(), end='')
+s.sendall(b'{"op":"ping"}')
+s.shutdown(socket.SHUT_WR)
+print(f.readline().decode(), end='')
+PY
+) || fail "framing: $out"
+assert_eq "$(grep -c '"ok":true' <<<"$out")" 3 "pings answered: $out"
+assert_eq "$(grep -c '"errno":"ENOENT"' <<<"$out")" 1 "CRLF request answered"
+
 # Binary garbage and an abrupt close do not hurt the daemon.
 head -c 100000 /dev/urandom | /usr/bin/python3 -c '
 import socket, sys
