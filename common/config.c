@@ -82,8 +82,8 @@ static const struct cfg_key store_keys[] = {
 	{ "chunk_size", CFG_SIZE32, FIELD(store.chunk_size), "64K", 4096, 4u << 20, check_pow2,
 	  "Chunk size of a store created on first start (power of two, 4K..4M). "
 	  "An existing store keeps the size it was created with." },
-	{ "dirty_limit", CFG_SIZE64, FIELD(store.dirty_limit), "256M", 1u << 20, 0, NULL,
-	  "Unflushed chunk data kept in memory before writers are made to flush." },
+	{ "dirty_limit", CFG_SIZE64, FIELD(store.dirty_limit), "1G", 1u << 20, 0, NULL,
+	  "Unflushed chunk data kept in memory (a write-back cache merging partial writes to a chunk); past it, the oldest dirty chunks are stored." },
 	{ "pack_size", CFG_SIZE64, FIELD(store.pack_size), "256M", 1u << 20, 1ull << 40, NULL,
 	  "A pack file is sealed and a new one started once it passes this size." },
 	{ "flush_interval", CFG_MS, FIELD(store.flush_interval_ms), "5s", 10, 3600000, NULL,

@@ -21,7 +21,7 @@
 
 void store_options_default(struct store_options *o)
 {
-	o->dirty_limit = 256ull << 20;
+	o->dirty_limit = 1ull << 30;
 	o->pack_size = 1ull << 30;
 }
 
@@ -289,6 +289,7 @@ static void image_free(struct image *img)
 	tree_free(img);
 	pthread_rwlock_destroy(&img->lock);
 	pthread_mutex_destroy(&img->load_lock);
+	pthread_mutex_destroy(&img->flush_lock);
 	free(img);
 }
 
@@ -374,6 +375,7 @@ int image_get(struct store *s, const char *name, bool writable, struct image **o
 	snprintf(img->name, sizeof img->name, "%s", name);
 	pthread_rwlock_init(&img->lock, NULL);
 	pthread_mutex_init(&img->load_lock, NULL);
+	pthread_mutex_init(&img->flush_lock, NULL);
 	img->ro = h->ro;
 	img->flushed_root = h->root;
 	img->flushed_size = h->size;
@@ -418,9 +420,9 @@ void image_close(struct image *img)
 
 	/* Last close: make its data reach the head. It stays findable meanwhile,
 	 * so an open racing with this shares it instead of reading a stale head. */
-	pthread_rwlock_wrlock(&img->lock);
-	int r = image_flush_locked(img);
-	pthread_rwlock_unlock(&img->lock);
+	int r = image_flush(img);
+	if (r == -ESHUTDOWN)
+		r = 0;	/* removed or renamed: nothing to keep */
 	if (r < 0)
 		log_error("image %s: flushing on close failed: %s", img->name, strerror(-r));
 
@@ -644,9 +646,9 @@ int store_image_resize(struct store *s, const char *name, uint64_t size)
 	}
 	if (r == 0)
 		r = tree_resize(img, size);
-	if (r == 0)
-		r = image_flush_locked(img);
 	pthread_rwlock_unlock(&img->lock);
+	if (r == 0)
+		r = image_flush(img);
 	image_close(img);
 	return r;
 }
@@ -761,7 +763,9 @@ int store_image_clone_range(struct store *s, const char *src, uint64_t src_off, 
 
 	/* Collect the source refs from its flushed state. */
 	pthread_rwlock_wrlock(&si->lock);
-	r = atomic_load(&si->gone) ? -ESHUTDOWN : image_flush_locked(si);
+	/* Current refs in the leaves and level 1; the destination's flush syncs them. */
+	struct ref root;
+	r = atomic_load(&si->gone) ? -ESHUTDOWN : si->ro ? 0 : image_prepare_flush(si, &root);
 	sc = src_off / cs;
 	dc = dst_off / cs;
 	for (uint64_t i = 0; r == 0 && i < nchunks;) {
