@@ -37,6 +37,13 @@ start_storaged
 hutch store verify >/dev/null || fail "verify after a stop under load"
 qemu-io -f raw -c 'read 0 48M' "$(nbd_uri disk)" >/dev/null || fail "read after a stop under load"
 
+# After kill -9 the stale socket and pid file are replaced on the next start.
+kill9_storaged
+[ -S "$HUTCH_HOME/run/control.sock" ] || fail "kill -9 should leave the socket file behind"
+start_storaged
+assert_eq "$(cat "$HUTCH_HOME/run/storaged.pid")" "$STORAGED_PID" "pid file after kill -9 and restart"
+hutch image info disk >/dev/null || fail "control socket after kill -9 and restart"
+
 # SIGINT too, while a client is connected to the control socket.
 /usr/bin/python3 -c '
 import socket, sys, time
