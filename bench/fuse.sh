@@ -12,14 +12,18 @@
 #   HUTCH_BUILD=DIR   the meson build folder (default: the first build*/)
 #   BENCH_SIZE=1G     size of the fio file; RUNTIME=10 seconds per fio row
 #   --quick           skip the 16 GiB rows
+#   --io-only         only the fio rows
+#   HUTCH_FUSE_ARGS   extra hutch-fuse options (e.g. "-C 4")
 # Prints a markdown table. Numbers are from one run on a noisy machine.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
 QUICK=
+IO_ONLY=
 [ "${1:-}" = "--quick" ] && QUICK=1
+[ "${1:-}" = "--io-only" ] && IO_ONLY=1
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
-	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+	awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 	exit 0
 fi
 if [ -z "${HUTCH_BUILD:-}" ]; then
@@ -42,7 +46,7 @@ mkdir -p "$W"
 cd "$W" || exit 1
 
 start_storaged
-start_fuse
+start_fuse ${HUTCH_FUSE_ARGS:-}
 I="$MNT/images"
 
 # fio_row NAME FILE ARGS...: prints "MB/s IOPS" of one fio run.
@@ -83,6 +87,14 @@ n_rr=$(fio_row "$W/nf/data" --rw=randread --bs=4k --runtime="$RUNTIME" --time_ba
 fusermount3 -u "$W/nf"
 wait "$NPID" 2>/dev/null
 
+if [ -n "$IO_ONLY" ]; then
+	echo "| row | hutch-fuse | nbdfuse + qemu-nbd |"
+	echo "| seq write 1 MiB (MB/s IOPS) | $h_sw | $n_sw |"
+	echo "| seq read 1 MiB (MB/s IOPS) | $h_sr | $n_sr |"
+	echo "| rand read 4 KiB (MB/s IOPS) | $h_rr | $n_rr |"
+	exit 0
+fi
+
 # --- fork time --------------------------------------------------------------
 # fill_image NAME SIZE: every chunk written (a repeating pattern, so the
 # store stays small), over NBD.
@@ -113,6 +125,7 @@ sizes="1G"
 declare -A f_h f_x f_p
 for s in $sizes; do
 	fill_image "f$s" "$s"
+	sync "$I/f$s"		# fsync: the store writes its map out first, like XFS below
 	f_h[$s]=$(time_cp "$I/f$s" "$I/f$s-fork")
 	# The same size written on XFS, synced so the copies do not flush it.
 	fio --name=fill --filename="$W/xfs/f$s" --rw=write --bs=1m --iodepth=16 --ioengine=libaio \

@@ -112,7 +112,7 @@ int node_stat(struct node *n, struct stat *st)
 	case NODE_SNAP:
 		if (node_is_pending(n)) {
 			st->st_ino = n->ino;
-			st->st_mode = S_IFREG | 0644;
+			st->st_mode = S_IFREG | 0600;
 			st->st_nlink = 1;
 			return 0;
 		}
@@ -120,7 +120,7 @@ int node_stat(struct node *n, struct stat *st)
 		if (r < 0)
 			return r;
 		st->st_ino = n->ino;
-		st->st_mode = S_IFREG | (info.readonly ? 0444 : 0644);
+		st->st_mode = S_IFREG | (info.readonly ? 0400 : 0600);
 		st->st_nlink = 1;
 		st->st_size = (off_t)info.size;
 		st->st_mtim.tv_sec = st->st_ctim.tv_sec = (time_t)info.created;

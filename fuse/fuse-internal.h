@@ -82,6 +82,8 @@ void pool_put(struct pool *p, struct conn *c);
 /* Rename the export and/or drop every connection (after a resize the
  * handshake size is stale). Borrowed handles are closed when put back. */
 void pool_reset(struct pool *p, const char *new_export);
+/* The image is gone: every later pool_get fails with -ESTALE. */
+void pool_kill(struct pool *p);
 /* Map the last libnbd error of this thread to a negative errno. */
 int pool_errno(void);
 

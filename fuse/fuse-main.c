@@ -39,7 +39,7 @@ static void usage(FILE *out)
 "  -H, --home DIR            state directory (default $HUTCH_HOME or /var/lib/hutch)\n"
 "      --nbd-socket PATH     default DIR/run/nbd.sock\n"
 "      --control-socket PATH default DIR/run/control.sock\n"
-"  -C, --connections N       NBD connections per open image (default 4, 1..64)\n"
+"  -C, --connections N       NBD connections per open image (default 8, 1..64)\n"
 "  -T, --threads N           at most N FUSE worker threads (default 16)\n"
 "      --attr-timeout SECS   how long the kernel caches names and sizes (default 1)\n"
 "  -o OPT[,OPT...]           extra FUSE mount options (allow_other, ...)\n"
@@ -104,7 +104,7 @@ int main(int argc, char **argv)
 	bool verbose = false, fuse_debug = false;
 	int c, ret = 1;
 
-	fs_cfg.connections = 4;
+	fs_cfg.connections = 8;
 	fs_cfg.attr_timeout = 1.0;
 	while ((c = getopt_long(argc, argv, "H:C:T:o:vhV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -223,7 +223,9 @@ int main(int argc, char **argv)
 	if (!lc)
 		goto out_unmount;
 	fuse_loop_cfg_set_max_threads(lc, threads);
-	fuse_loop_cfg_set_idle_threads(lc, MIN(threads, 8u));
+	/* As many idle threads as workers: libfuse 3.14 otherwise ends a
+	 * thread after each burst and starts another for the next. */
+	fuse_loop_cfg_set_idle_threads(lc, threads);
 	fuse_loop_cfg_set_clone_fd(lc, 0);
 	int lr = fuse_session_loop_mt(se, lc);
 	/* libfuse returns the signal that ended the loop: a clean stop. */

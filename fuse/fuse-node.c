@@ -143,7 +143,7 @@ static void node_kill_locked(struct node *x)
 {
 	x->dead = true;
 	if (x->pool)
-		pool_reset(x->pool, NULL);
+		pool_kill(x->pool);
 }
 
 void node_forget_ref(enum node_kind kind, const char *ref)

@@ -25,6 +25,7 @@ struct pool {
 	struct nbd_handle *idle[POOL_MAX]; /* protected by lock */
 	unsigned n_idle;		/* protected by lock */
 	unsigned n_total;		/* borrowed + idle + connecting; protected by lock */
+	bool dead;			/* the image was removed through the mount; protected by lock */
 };
 
 struct pool *pool_new(const char *export_name)
@@ -83,6 +84,11 @@ int pool_get(struct pool *p, struct conn *c)
 
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
+		if (p->dead) {
+			/* Files open on a removed image must not reach a new image of the same name. */
+			pthread_mutex_unlock(&p->lock);
+			return -ESTALE;
+		}
 		if (p->n_idle) {
 			c->h = p->idle[--p->n_idle];
 			c->gen = p->gen;
@@ -131,6 +137,14 @@ void pool_put(struct pool *p, struct conn *c)
 	if (!keep)
 		nbd_close(c->h);
 	c->h = NULL;
+}
+
+void pool_kill(struct pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->dead = true;
+	pthread_mutex_unlock(&p->lock);
+	pool_reset(p, NULL);
 }
 
 void pool_reset(struct pool *p, const char *new_export)

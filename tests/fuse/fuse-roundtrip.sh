@@ -73,6 +73,20 @@ rm "$I/c" || fail "rm c"
 [ -e "$I/c" ] && fail "c still there after rm"
 expect_fail hutch image info c
 
+# A file held open across rm never reaches a new image of the same name.
+truncate -s 1M "$I/z" || fail "create z"
+exec 3<"$I/z"
+rm "$I/z" || fail "rm z"
+head -c 1M /dev/urandom >"$I/z" || fail "recreate z"
+got=$("$PYTHON" -c '
+import errno, os
+try:
+    os.pread(3, 4096, 0); print("OK")
+except OSError as e:
+    print(errno.errorcode[e.errno])')
+assert_eq "$got" ESTALE "read through a descriptor of a removed image"
+exec 3<&-
+
 # df works on the mount.
 df "$MNT" >/dev/null || fail "statfs on the mount"
 echo "ok"

@@ -19,7 +19,7 @@ assert_eq "$(ls "$I")" "$(printf 'vm\nvm.snap')" "listing of images/"
 assert_eq "$(ls "$I/vm.snap")" "monday" "listing of vm.snap/"
 hutch image info vm@monday >/dev/null || fail "store has no vm@monday"
 assert_eq "$(stat -c %s "$I/vm.snap/monday")" 16777216 "snapshot size"
-assert_eq "$(stat -c %a "$I/vm.snap/monday")" 444 "snapshot mode"
+assert_eq "$(stat -c %a "$I/vm.snap/monday")" 400 "snapshot mode"
 
 # Diverge: the image changes, the snapshot keeps v1.
 head -c 4M /dev/urandom >"$HUTCH_HOME/v2"
