@@ -23,17 +23,43 @@ struct fhandle {
 	struct node *n;
 };
 
-static __thread char *tbuf;
-static __thread size_t tbuf_size;
+/* One read buffer per FUSE worker, freed when libfuse ends the thread. */
+struct tbuf {
+	char *p;
+	size_t size;
+};
+static pthread_key_t tbuf_key;
+static pthread_once_t tbuf_once = PTHREAD_ONCE_INIT;
+
+static void tbuf_free(void *v)
+{
+	struct tbuf *t = v;
+	free(t->p);
+	free(t);
+}
+
+static void tbuf_init(void)
+{
+	pthread_key_create(&tbuf_key, tbuf_free);
+}
 
 static char *thread_buf(size_t size)
 {
-	if (size > tbuf_size) {
-		free(tbuf);
-		tbuf = malloc(size);
-		tbuf_size = tbuf ? size : 0;
+	pthread_once(&tbuf_once, tbuf_init);
+	struct tbuf *t = pthread_getspecific(tbuf_key);
+	if (!t) {
+		t = calloc(1, sizeof(*t));
+		if (!t || pthread_setspecific(tbuf_key, t) != 0) {
+			free(t);
+			return NULL;
+		}
 	}
-	return tbuf;
+	if (size > t->size) {
+		free(t->p);
+		t->p = malloc(size);
+		t->size = t->p ? size : 0;
+	}
+	return t->p;
 }
 
 static bool is_zero(const char *p, size_t len)
