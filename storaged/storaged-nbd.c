@@ -9,14 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cleanup.h"
 #include "config.h"
 #include "log.h"
 #include "nbd-server.h"
+#include "storaged-acl.h"
 #include "storaged-nbd.h"
 #include "store.h"
 #include "util.h"
+
+/* $HUTCH_HOME/nbd-acl: which VM uid may open which export (storaged-acl.h). */
+static char acl_path[4096];
 
 static int be_open(void *opaque, const char *name, const struct ucred *peer, void **handle,
 		   struct nbd_export_info *info)
@@ -26,6 +31,8 @@ static int be_open(void *opaque, const char *name, const struct ucred *peer, voi
 
 	if (!ref_is_valid(name))
 		return -ENOENT;
+	if (!storaged_acl_allows(acl_path, peer, name))
+		return -EACCES;
 	int r = store_image_open(s, name, &img);
 	if (r < 0)
 		return r;
@@ -60,6 +67,8 @@ static int be_list(void *opaque, const struct ucred *peer, nbd_list_fn fn, void 
 		return r;
 	for (size_t i = 0; i < n; i++) {
 		char desc[512], sz[32];
+		if (!storaged_acl_allows(acl_path, peer, v[i].name))
+			continue;
 		format_size(v[i].size, sz, sizeof(sz));
 		if (v[i].readonly)
 			snprintf(desc, sizeof(desc), "read-only snapshot, %s", sz);
@@ -148,6 +157,10 @@ int storaged_nbd_start(struct store *s, const struct hutch_config *cfg, const ch
 	nc.max_request = cfg->nbd.max_request;
 	nc.max_inflight = cfg->nbd.max_inflight;
 
+	r = hutch_path(acl_path, sizeof(acl_path), home, "nbd-acl");
+	if (r < 0)
+		return r;
+
 	store_backend.opaque = s;
 	r = nbd_server_start(&nc, &store_backend, out);
 	if (r < 0) {
@@ -155,6 +168,10 @@ int storaged_nbd_start(struct store *s, const struct hutch_config *cfg, const ch
 			  nc.tcp_listen, strerror(-r));
 		return r;
 	}
+	/* Every export is guarded by the uid ACL (storaged-acl.h), so any local
+	 * user may connect: VMs' QEMUs reconnect as their own uids. */
+	if (chmod(nc.unix_path, 0666) < 0)
+		log_warn("cannot open %s to VM uids: %s", nc.unix_path, strerror(errno));
 	log_info("NBD: serving images on %s%s%s (%u workers)", nc.unix_path,
 		 nc.tcp_listen[0] ? " and TCP " : "", nc.tcp_listen, nc.workers);
 	return 0;

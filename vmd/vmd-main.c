@@ -269,7 +269,15 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	pthread_detach(monitor);
-	log_info("hutch-vmd %s listening on %s", HUTCH_VERSION, path);
+	{
+		char pidpath[VMD_PATH_MAX], pid[32];
+		int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+
+		if (hutch_path(pidpath, sizeof pidpath, d.home, "run/vmd.pid") == 0)
+			write_file_atomic(pidpath, pid, (size_t)n, 0644);
+	}
+	/* "ready: " is what scripts wait for, as with hutch-storaged. */
+	log_info("hutch-vmd %s ready: control %s, pid %d", HUTCH_VERSION, path, (int)getpid());
 
 	for (;;) {
 		struct pollfd pf[2] = { { .fd = lfd, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
@@ -307,6 +315,8 @@ int main(int argc, char **argv)
 	/* VMs keep running: the next hutch-vmd re-adopts them. */
 	log_info("hutch-vmd stopping; VMs keep running");
 	unlink(path);
+	if (hutch_path(path, sizeof path, d.home, "run/vmd.pid") == 0)
+		unlink(path);
 	close(lfd);
 	return 0;
 }
