@@ -230,9 +230,9 @@ static int modify(struct image *img, const void *buf, uint64_t off, uint64_t len
 		r = -EROFS;
 	if (r == 0)
 		r = write_range(img, buf, off, len);
-	if (r == 0 && (flags & IMAGE_FUA))
-		r = image_flush_locked(img);
 	pthread_rwlock_unlock(&img->lock);
+	if (r == 0 && (flags & IMAGE_FUA))
+		r = image_flush(img);
 	return r;
 }
 
@@ -251,53 +251,69 @@ int image_trim(struct image *img, uint64_t off, uint64_t len, unsigned flags)
 	return modify(img, NULL, off, len, flags);
 }
 
-int image_flush_locked(struct image *img)
+/* The root as the tree stands (clean trees only). */
+static bool tree_root_is(struct image *img, const struct ref *r)
+{
+	static const struct ref hole;
+
+	return ref_eq(img->g.depth ? &img->lv[img->g.depth][0] : &hole, r);
+}
+
+int image_prepare_flush(struct image *img, struct ref *root)
+{
+	int r = image_writeback(img);
+
+	if (r == 0)
+		r = tree_write(img, root);
+	return r;
+}
+
+int image_flush(struct image *img)
 {
 	struct store *s = img->s;
 	struct ref root;
-	int r;
+	uint64_t size;
+	int r = 0;
 
-	if (img->ro || atomic_load(&img->gone))
-		return 0;
-	r = image_writeback(img);
+	/* Flushes of one image are serialised so heads never go backwards;
+	 * the image lock is held only while nodes are written, not across
+	 * the syncs, so writers carry on meanwhile. */
+	pthread_mutex_lock(&img->flush_lock);
+	pthread_rwlock_wrlock(&img->lock);
+	if (atomic_load(&img->gone)) {
+		r = -ESHUTDOWN;
+	} else if (img->ro || (!img->tree_dirty && img->dirty_head == img->dirty_n &&
+			       img->size == img->flushed_size && tree_root_is(img, &img->flushed_root))) {
+		pthread_rwlock_unlock(&img->lock);
+		goto out;
+	} else {
+		r = image_prepare_flush(img, &root);
+		size = img->size;
+	}
+	pthread_rwlock_unlock(&img->lock);
 	if (r < 0)
-		return r;
-	if (!img->tree_dirty && img->size == img->flushed_size)
-		return 0;
-	r = tree_write(img, &root);
-	if (r < 0)
-		return r;
+		goto out;
 	/* Chunks first, then the head that points at them. */
 	r = packs_sync(s);
-	if (r < 0)
-		return r;
-	if (ref_eq(&root, &img->flushed_root) && img->size == img->flushed_size)
-		return 0;
+	if (r < 0 || (ref_eq(&root, &img->flushed_root) && size == img->flushed_size))
+		goto out;
 
 	pthread_mutex_lock(&s->lock);
 	struct head *h = head_find(s, img->name);
 	if (h && !atomic_load(&img->gone)) {
 		struct head_change c = { .op = HEAD_PUT, .h = *h };
 		c.h.root = root;
-		c.h.size = img->size;
+		c.h.size = size;
 		c.h.gen = s->next_gen;
 		r = heads_commit(s, &c, 1);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (r == 0) {
 		img->flushed_root = root;
-		img->flushed_size = img->size;
+		img->flushed_size = size;
 	}
-	return r;
-}
-
-int image_flush(struct image *img)
-{
-	int r;
-
-	pthread_rwlock_wrlock(&img->lock);
-	r = atomic_load(&img->gone) ? -ESHUTDOWN : image_flush_locked(img);
-	pthread_rwlock_unlock(&img->lock);
+out:
+	pthread_mutex_unlock(&img->flush_lock);
 	return r;
 }
 

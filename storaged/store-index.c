@@ -229,6 +229,7 @@ int index_save(struct store *s)
 		return r;
 	}
 	fsync(s->dir_fd);
+	s->appended_since_save = 0;
 	return 0;
 }
 

@@ -2,7 +2,7 @@
  * Private to the store engine. See docs/store-format.md for the on-disk
  * formats and docs/storaged-threading.md for the locks.
  *
- * Lock order (outer first): store.lock > image.lock > image.load_lock >
+ * Lock order (outer first): image.flush_lock > image.lock > store.lock > image.load_lock >
  * store.put_lock > index.lock. Pack reads take no store lock.
  */
 #ifndef HUTCH_STORE_INTERNAL_H
@@ -86,8 +86,10 @@ int pack_read_hdr(int fd, uint64_t off, struct rec_hdr *h, uint32_t *subs, uint3
  * sub-block touched. -EIO on a checksum mismatch. */
 int pack_read_payload(int fd, uint64_t off, const struct rec_hdr *h, const uint32_t *subs,
 		      uint32_t from, uint32_t len, void *buf);
-/* Walks records from `from`; calls fn for each good one. Stops at the first
- * bad record and sets *good_end to where the good records end. */
+/* Walks records from `from`, calling fn for each whole one. A damaged
+ * record followed by good ones is skipped; *good_end is where the good
+ * records end (a torn or damaged tail starts there). With check_payload
+ * the last record's payload is verified too. */
 typedef int (*pack_scan_fn)(void *opaque, uint64_t off, const struct rec_hdr *h, bool payload_ok);
 int pack_scan(int fd, uint64_t from, uint64_t file_size, bool check_payload,
 	      pack_scan_fn fn, void *opaque, uint64_t *good_end);
@@ -185,6 +187,7 @@ struct store {
 
 	struct index index;
 	_Atomic uint64_t dirty_bytes;
+	uint64_t appended_since_save;	/* bytes added to packs since the index was saved; put_lock */
 };
 
 /* Looks a pack up by id without locking: packs are only added to the array
@@ -225,6 +228,7 @@ struct image {
 
 	pthread_rwlock_t lock;		/* everything below */
 	pthread_mutex_t load_lock;	/* lazy leaf loads under a read lock */
+	pthread_mutex_t flush_lock;	/* one flush of this image at a time */
 	uint64_t size;
 	bool ro;
 	atomic_bool gone;
@@ -269,7 +273,8 @@ uint64_t *refmap_get(struct refmap *m, const struct ref *r, bool *added);
 uint64_t *refmap_find(struct refmap *m, const struct ref *r);
 
 /* ---- images (store-image.c) ---- */
-int image_flush_locked(struct image *img);
+/* Writes dirty chunks and nodes (no sync, no head). Image write-locked. */
+int image_prepare_flush(struct image *img, struct ref *root);
 int image_writeback(struct image *img);	/* dirty chunks to packs, image write-locked */
 void image_drop_dirty(struct image *img);
 /* Opens an image for the engine's own use (resize, clone). */

@@ -270,9 +270,12 @@ int pack_scan(int fd, uint64_t from, uint64_t file_size, bool check_payload,
 			off = next;
 			continue;
 		}
-		if (check_payload)
+		/* Only the last record can be torn by a crash; damage elsewhere
+		 * is verify's to find, and reading every payload would make a
+		 * restart read the whole store. */
+		if (check_payload && off + rec_size(h.len) == file_size)
 			ok = pack_read_payload(fd, off, &h, subs, 0, h.len, payload) == 0;
-		if (!ok && off + rec_size(h.len) == file_size)
+		if (!ok)
 			return 0;	/* the last record is torn */
 		r = fn(opaque, off, &h, ok);
 		if (r < 0)
@@ -396,6 +399,7 @@ int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len
 	ret = pack_append(p, &h, buf, &off);
 	if (ret < 0)
 		goto out_unlock;
+	s->appended_since_save += rec_size(len);
 
 	e = (struct idx_ent){ .h0 = r.h0, .h1 = r.h1, .slot = r.slot, .pack = p->id, .off = off,
 			      .len = len, .type = (uint8_t)type };

@@ -19,6 +19,8 @@
 #include "store-internal.h"
 #include "util.h"
 
+#define INDEX_SAVE_EVERY (1ull << 30)	/* bytes appended to packs */
+
 void store_options_default(struct store_options *o)
 {
 	o->dirty_limit = 1ull << 30;
@@ -478,6 +480,15 @@ int store_flush_all(struct store *s)
 		pthread_mutex_unlock(&s->lock);
 		if (!more)
 			break;
+	}
+	/* Keep the saved index close to the packs, so a restart after a crash
+	 * scans little. Everything flushed above is synced. */
+	if (ret == 0 && s->appended_since_save > INDEX_SAVE_EVERY) {
+		pthread_mutex_lock(&s->put_lock);
+		int r = index_save(s);
+		pthread_mutex_unlock(&s->put_lock);
+		if (r < 0)
+			log_warn("cannot save the index: %s", strerror(-r));
 	}
 	return ret;
 }
