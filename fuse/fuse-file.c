@@ -21,7 +21,44 @@
 
 struct fhandle {
 	struct node *n;
+	struct fhandle *prev, *next;	/* protected by fh_lock */
 };
+
+/* Every open handle, so that those the kernel never releases (a lazy
+ * unmount with files open) are freed at exit. */
+static pthread_mutex_t fh_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fhandle *fh_list;	/* protected by fh_lock */
+
+static void fh_link(struct fhandle *fh)
+{
+	pthread_mutex_lock(&fh_lock);
+	fh->next = fh_list;
+	if (fh_list)
+		fh_list->prev = fh;
+	fh_list = fh;
+	pthread_mutex_unlock(&fh_lock);
+}
+
+static void fh_free(struct fhandle *fh)
+{
+	if (!fh)
+		return;
+	pthread_mutex_lock(&fh_lock);
+	if (fh->prev)
+		fh->prev->next = fh->next;
+	else
+		fh_list = fh->next;
+	if (fh->next)
+		fh->next->prev = fh->prev;
+	pthread_mutex_unlock(&fh_lock);
+	free(fh);
+}
+
+void fs_file_cleanup(void)
+{
+	while (fh_list)
+		fh_free(fh_list);
+}
 
 /* One read buffer per FUSE worker, freed when libfuse ends the thread. */
 struct tbuf {
@@ -161,6 +198,7 @@ static int do_open(struct node *n, struct fuse_file_info *fi)
 	if (!fh)
 		return -ENOMEM;
 	fh->n = n;
+	fh_link(fh);
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
@@ -197,7 +235,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	};
 	r = node_stat(n, &e.attr);
 	if (r < 0) {
-		free((void *)(uintptr_t)fi->fh);
+		fh_free((struct fhandle *)(uintptr_t)fi->fh);
 		fuse_reply_err(req, -r);
 		return;
 	}
@@ -206,7 +244,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	free((void *)(uintptr_t)fi->fh);
+	fh_free((struct fhandle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -138,6 +138,8 @@ void reply_entry(fuse_req_t req, struct node *n);
 /* ---- fuse-dir.c / fuse-file.c: the operations ------------------------ */
 void fs_dir_ops(struct fuse_lowlevel_ops *ops);
 void fs_file_ops(struct fuse_lowlevel_ops *ops);
+/* Frees the handles still open at exit. */
+void fs_file_cleanup(void);
 
 /* Create image NAME (size 0) under PARENT; the errno rules of docs/hutch-fuse.md. */
 int dir_create_image(fuse_ino_t parent, const char *name, mode_t mode, struct node **out);

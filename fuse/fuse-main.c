@@ -78,6 +78,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 
 static void fs_destroy(void *userdata)
 {
+	fs_file_cleanup();
 	node_table_free();
 }
 
