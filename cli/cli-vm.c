@@ -302,7 +302,9 @@ static int cmd_info(int argc, char **argv)
 	printf("disk:        %s (store image)\n", cli_get_str(vm, "disk"));
 	printf("cpus:        %" PRIu64 "\n", cli_get_u64(vm, "cpus"));
 	printf("memory:      %s\n", cli_size(cli_get_u64(vm, "memory")));
-	printf("accel:       %s\n", cli_get_str(vm, "accel"));
+	printf("accel:       %s%s%s%s\n", cli_get_str(vm, "accel"),
+	       *cli_get_str(vm, "accel_reason") ? " (" : "", cli_get_str(vm, "accel_reason"),
+	       *cli_get_str(vm, "accel_reason") ? ")" : "");
 	printf("qemu uid:    %" PRIu64 "\n", cli_get_u64(vm, "uid"));
 	printf("machine-id:  %s\n", cli_get_str(vm, "machine_id"));
 	printf("mac:         %s\n", cli_get_str(vm, "mac"));

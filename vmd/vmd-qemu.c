@@ -36,15 +36,14 @@ int pidfd_wait(int pidfd, unsigned timeout_ms)
 
 	for (;;) {
 		uint64_t now = now_ns();
-		int r;
+		int r = poll(&p, 1, now >= deadline ? 0 : (int)((deadline - now) / 1000000u) + 1);
 
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		r = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
 		if (r > 0)
 			return 0;
 		if (r < 0 && errno != EINTR)
 			return -errno;
+		if (r == 0 && now_ns() >= deadline)
+			return -ETIMEDOUT;
 	}
 }
 
@@ -451,16 +450,13 @@ bool vm_qemu_is_ours(struct vmd *d, struct vm *vm, pid_t pid)
 	return memmem(buf, (size_t)n, qmp, strlen(qmp)) != NULL;
 }
 
-/* Re-adopts VM's QEMU when it still runs; fills pidfd. */
 int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
 	unsigned port = 0;
-	int pidfd;
 
 	pthread_mutex_lock(&d->lock);
 	port = vm->ssh_port;
-	pidfd = vm->pidfd;
 	pthread_mutex_unlock(&d->lock);
 
 	while (now_ns() < deadline) {
@@ -468,7 +464,13 @@ int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms)
 					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 		_cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-		if (pidfd >= 0 && pidfd_wait(pidfd, 0) == 0)
+		bool alive;
+
+		/* The monitor thread notices a QEMU that exits and changes the state. */
+		pthread_mutex_lock(&d->lock);
+		alive = vm->state == VM_RUNNING;
+		pthread_mutex_unlock(&d->lock);
+		if (!alive)
 			return -ESRCH;
 		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
 			/* slirp accepts at once; only the guest's server sends a banner. */

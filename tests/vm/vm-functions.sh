@@ -24,10 +24,14 @@ fi
 
 # start_vmd: start hutch-vmd, wait for its socket. Sets VMD_PID; log in $HUTCH_HOME/vmd.log.
 start_vmd() {
-	hutch-vmd --home "$HUTCH_HOME" >>"$HUTCH_HOME/vmd.log" 2>&1 &
+	local log="$HUTCH_HOME/vmd.log" skip=0
+	# A killed hutch-vmd leaves its socket: wait for this start's ready line.
+	[ -f "$log" ] && skip=$(wc -l <"$log")
+	hutch-vmd --home "$HUTCH_HOME" >>"$log" 2>&1 &
 	VMD_PID=$!
 	_daemon_pids+=("$VMD_PID")
-	wait_for 20 test -S "$HUTCH_HOME/run/vmd.sock" || { cat "$HUTCH_HOME/vmd.log" >&2; fail "hutch-vmd did not start"; }
+	wait_for 20 sh -c "tail -n +$((skip + 1)) '$log' | grep -q ' ready: '" ||
+		{ cat "$log" >&2; fail "hutch-vmd did not start"; }
 	# Its QEMUs outlive it by design: stop them when the test ends.
 	cleanup_fn _kill_vm_qemus
 }

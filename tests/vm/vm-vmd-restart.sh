@@ -2,7 +2,10 @@
 # Description: hutch-vmd killed with kill -9 and started again re-adopts the
 # running VMs (still listed, reachable, stoppable); a QEMU that dies is
 # noticed and shown as crashed, also when it died while hutch-vmd was down.
+# Runs with [vmd] accel = auto: the accelerator is chosen by a probe, and
+# `vm info` says which and why.
 . "$(dirname "$0")/../functions.sh"
+VM_ACCEL=auto
 . "$(dirname "$0")/vm-functions.sh"
 
 start_storaged
@@ -11,6 +14,16 @@ build_template
 hutch vm create a >/dev/null || fail "vm create a"
 hutch vm create b >/dev/null || fail "vm create b"
 pid_a=$(vm_field a pid)
+accel=$(vm_field a accel)
+reason=$(vm_field a accel_reason)
+echo "accelerator: $accel ($reason)"
+case "$accel" in
+kvm) assert_contains "$reason" "probe kernel booted under KVM" "why KVM" ;;
+tcg) [ -n "$reason" ] || fail "no reason given for TCG" ;;
+*) fail "accelerator '$accel'" ;;
+esac
+[ -w /dev/kvm ] || assert_eq "$accel" tcg "accelerator without a usable /dev/kvm"
+hutch vm info a | grep -q "^accel: *$accel" || fail "vm info does not show the accelerator"
 
 kill -9 "$VMD_PID"; wait "$VMD_PID" 2>/dev/null
 kill -0 "$pid_a" || fail "a's QEMU died with hutch-vmd"
