@@ -286,10 +286,15 @@ static const struct cli_cmd image_cmds[] = {
 	{ "fork", "SRC DST", "make a writable copy DST of SRC (NAME or NAME@SNAP) in O(1)",
 	  "DST shares every chunk with SRC until either is written.\n", cmd_fork },
 #ifdef HAVE_CLI_TRANSFER
-	{ "import", "FILE NAME", "copy a raw or qcow2 file into a new image (sparse-aware)",
-	  "The format is detected. Zero ranges are skipped. Progress on stderr when it\n"
-	  "is a terminal.\n", cmd_image_import },
-	{ "export", "NAME FILE", "copy an image or snapshot out to a file (sparse-aware)",
+	{ "import", "[OPTION]... FILE NAME",
+	  "copy a raw or qcow2 file into a new image (sparse-aware)",
+	  "  --format F   the file's format (default: detected)\n"
+	  "Zero ranges are skipped. Progress on stderr when it is a terminal.\n",
+	  cmd_image_import },
+	{ "export", "[OPTION]... NAME FILE",
+	  "copy an image or snapshot out to a file (sparse-aware)",
+	  "  --format F   raw or qcow2 (default: qcow2 when FILE ends in .qcow2, else raw)\n"
+	  "  --force      overwrite FILE if it exists\n"
 	  "Holes in the image stay holes in FILE. Progress on stderr when it is a terminal.\n",
 	  cmd_image_export },
 #endif
