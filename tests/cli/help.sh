@@ -15,7 +15,7 @@ for c in init stats gc verify; do
 	out=$(hutch store $c --help) || fail "hutch store $c --help failed"
 	assert_contains "$out" "Usage: hutch store $c" "command help"
 done
-for c in create list info rm resize rename snapshot fork; do
+for c in create list info rm resize rename snapshot fork import export; do
 	out=$(hutch image $c --help) || fail "hutch image $c --help failed"
 	assert_contains "$out" "Usage: hutch image $c" "command help"
 done
