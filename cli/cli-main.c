@@ -21,7 +21,7 @@ static void usage_top(FILE *out)
 {
 	fprintf(out,
 		"Usage: hutch [--json] [--home DIR] GROUP COMMAND [ARG]...\n"
-		"Administer a hutch host: its image store and images.\n"
+		"Administer a hutch host: its image store, images, VMs and templates.\n"
 		"\n"
 		"Global options (anywhere on the line):\n"
 		"  --json       machine-readable output on stdout\n"
