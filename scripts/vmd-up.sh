@@ -28,13 +28,14 @@ chmod 755 "$HUTCH_HOME"
 	{ echo "vmd-up: hutch-storaged is not running; start it first (hutch-storaged --home $HUTCH_HOME &)" >&2; exit 1; }
 
 if ! hutch vm list >/dev/null 2>&1; then
-	echo "starting hutch-vmd (log: $HUTCH_HOME/vmd.log)"
-	setsid hutch-vmd --home "$HUTCH_HOME" >>"$HUTCH_HOME/vmd.log" 2>&1 </dev/null &
+	mkdir -p "$HUTCH_HOME/log"
+	echo "starting hutch-vmd (log: $HUTCH_HOME/log/vmd.log)"
+	setsid hutch-vmd --home "$HUTCH_HOME" >>"$HUTCH_HOME/log/vmd.log" 2>&1 </dev/null &
 	for _ in $(seq 100); do
 		[ -S "$HUTCH_HOME/run/vmd.sock" ] && hutch vm list >/dev/null 2>&1 && break
 		sleep 0.1
 	done
-	hutch vm list >/dev/null || { tail -n 20 "$HUTCH_HOME/vmd.log" >&2; exit 1; }
+	hutch vm list >/dev/null || { tail -n 20 "$HUTCH_HOME/log/vmd.log" >&2; exit 1; }
 fi
 
 if ! hutch template list --json | grep -q '"name": *"default"'; then

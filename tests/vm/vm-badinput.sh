@@ -48,4 +48,22 @@ assert_contains "$EXPECT_ERR" "no VM named 'nope'" "fork of an unknown VM"
 no_leftovers y "fork of an unknown VM"
 hutch vm rm x || fail "rm x"
 no_leftovers x "rm"
+
+# template import: a qcow2 copy of the built template's disk lands in the
+# store with the same bytes; bad files are refused with qemu-img's reason.
+t="$HUTCH_HOME/templates/default"
+qemu-img convert -O qcow2 "$(nbd_uri template.default)" "$HUTCH_HOME/t.qcow2" || fail "export as qcow2"
+hutch template import q --disk "$HUTCH_HOME/t.qcow2" --kernel "$t/vmlinuz" --initrd "$t/initrd.img" \
+	--cmdline "console=ttyS0 root=/dev/vda rw" --memory 128M >/dev/null || fail "template import q"
+qemu-img compare -q "$(nbd_uri template.default)" "$(nbd_uri template.q)" || fail "imported qcow2 differs"
+hutch template list | grep -q '^q ' || fail "imported template not listed"
+hutch vm create y --template q --no-start >/dev/null || fail "vm from the imported template"
+assert_eq "$(vm_field y memory)" 134217728 "memory default from the imported template"
+expect_fail hutch template import j --disk /nonexistent --kernel "$t/vmlinuz" --initrd "$t/initrd.img"
+assert_contains "$EXPECT_ERR" "nonexistent" "import of a missing file"
+expect_fail hutch template import q --disk "$HUTCH_HOME/t.qcow2" --kernel "$t/vmlinuz" --initrd "$t/initrd.img"
+assert_contains "$EXPECT_ERR" "already exists" "import over an existing template"
+hutch template rm q || fail "template rm q"
+hutch image list | grep -q '^template\.q ' && fail "template.q still in the store"
+hutch vm rm y || fail "rm y (its template is gone)"
 exit 0

@@ -34,6 +34,11 @@ for v in a b c; do
 	done
 done
 
+# The serial console: its log, and a shell on it.
+hutch vm console a --log | grep -q "hutch: a ready" || fail "console log of a lacks the boot line"
+out=$(printf 'echo console-$((6 * 7))\n' | timeout 30 hutch vm console a) || fail "vm console a"
+assert_contains "$out" "console-42" "a command on the serial console"
+
 # Exit status and stderr pass through.
 hutch vm ssh a 'echo to-stderr >&2; exit 7' 2>"$HUTCH_HOME/ssh.err"
 assert_eq "$?" 7 "exit status through vm ssh"
