@@ -207,6 +207,66 @@ int pack_read_payload(int fd, uint64_t off, const struct rec_hdr *h, const uint3
 	return 0;
 }
 
+/* Reads [from, from+len) of the record e points at, checking its header
+ * against e and the checksums of the sub-blocks touched: one preadv when
+ * the span starts the payload (whole-chunk reads), two reads otherwise. */
+static int record_read(int fd, const struct idx_ent *e, uint32_t from, uint32_t len, void *buf)
+{
+	uint32_t nsub = DIV_ROUND_UP(e->len, SUB_BLOCK);
+	size_t hlen = PACK_HDR_SIZE + 4ull * nsub;
+	uint8_t hdr[PACK_HDR_SIZE + 4 * MAX_SUBS];
+	uint32_t subs[MAX_SUBS];
+	uint32_t first, last, span_start, span_end;
+	_cleanup_free_ uint8_t *tmp = NULL;
+	struct rec_hdr h;
+	uint8_t *span;
+	ssize_t n;
+	int r;
+
+	if (len == 0)
+		return 0;
+	if ((uint64_t)from + len > e->len || nsub > MAX_SUBS)
+		return -EINVAL;
+	first = from / SUB_BLOCK;
+	last = (from + len - 1) / SUB_BLOCK;
+	span_start = first * SUB_BLOCK;
+	span_end = MIN((last + 1) * SUB_BLOCK, e->len);
+	if (span_start == from && span_end == from + len) {
+		span = buf;
+	} else {
+		tmp = malloc(span_end - span_start);
+		if (!tmp)
+			return -ENOMEM;
+		span = tmp;
+	}
+	if (span_start == 0) {
+		struct iovec iov[2] = { { hdr, hlen }, { span, span_end } };
+		n = preadv(fd, iov, 2, (off_t)e->off);
+		if (n < 0)
+			return -errno;
+		if ((size_t)n != hlen + span_end)
+			return -EIO;
+	} else {
+		r = pread_all(fd, hdr, hlen, e->off);
+		if (r == 0)
+			r = pread_all(fd, span, span_end - span_start, e->off + hlen + span_start);
+		if (r < 0)
+			return r == -ENODATA ? -EIO : r;
+	}
+	memcpy(subs, hdr + PACK_HDR_SIZE, 4ull * nsub);
+	if (hdr_decode(hdr, &h) < 0 || h.nsub != nsub || hdr_csum(hdr, subs, nsub) != rd32(hdr + 44) ||
+	    h.h0 != e->h0 || h.h1 != e->h1 || h.slot != e->slot || h.len != e->len || h.type != e->type)
+		return -EIO;
+	for (uint32_t i = first; i <= last; i++) {
+		uint32_t sz = MIN(SUB_BLOCK, h.len - i * SUB_BLOCK);
+		if (sub_csum(span + (i - first) * SUB_BLOCK, sz) != subs[i])
+			return -EIO;
+	}
+	if (tmp)
+		memcpy(buf, tmp + (from - span_start), len);
+	return 0;
+}
+
 /* Looks for the next whole record after a bad one. */
 static int scan_resync(int fd, uint64_t from, uint64_t file_size, uint64_t *next)
 {
@@ -300,18 +360,8 @@ struct pack *store_pack(struct store *s, uint32_t id)
 static int chunk_read_full(struct store *s, const struct idx_ent *e, void *buf)
 {
 	struct pack *p = store_pack(s, e->pack);
-	uint32_t subs[MAX_SUBS];
-	struct rec_hdr h;
-	int r;
 
-	if (!p)
-		return -EIO;
-	r = pack_read_hdr(p->fd, e->off, &h, subs, MAX_SUBS);
-	if (r < 0)
-		return r == -EBADMSG ? -EIO : r;
-	if (h.h0 != e->h0 || h.h1 != e->h1 || h.slot != e->slot || h.len != e->len)
-		return -EIO;
-	return pack_read_payload(p->fd, e->off, &h, subs, 0, h.len, buf);
+	return p ? record_read(p->fd, e, 0, e->len, buf) : -EIO;
 }
 
 int pack_for_append(struct store *s, uint64_t need, struct pack **out)
@@ -416,8 +466,6 @@ out_unlock:
 
 int chunk_read(struct store *s, const struct ref *r, uint32_t from, uint32_t len, void *buf)
 {
-	uint32_t subs[MAX_SUBS];
-	struct rec_hdr h;
 	struct idx_ent e;
 	struct pack *p;
 	char id[64];
@@ -428,24 +476,15 @@ int chunk_read(struct store *s, const struct ref *r, uint32_t from, uint32_t len
 		return 0;
 	}
 	ret = index_lookup(&s->index, r, &e);
-	if (ret < 0)
-		goto bad;
-	p = store_pack(s, e.pack);
-	if (!p) {
-		ret = -EIO;
-		goto bad;
+	if (ret == 0) {
+		p = store_pack(s, e.pack);
+		ret = p ? record_read(p->fd, &e, from, len, buf) : -EIO;
 	}
-	ret = pack_read_hdr(p->fd, e.off, &h, subs, MAX_SUBS);
-	if (ret == 0 && (h.h0 != r->h0 || h.h1 != r->h1 || h.slot != r->slot))
-		ret = -EBADMSG;
-	if (ret == 0)
-		ret = pack_read_payload(p->fd, e.off, &h, subs, from, len, buf);
-	if (ret == 0)
-		return 0;
-bad:
+	if (ret == 0 || ret == -ENOMEM)
+		return ret;
 	ref_format(r, id, sizeof id);
 	log_error("chunk %s: %s; failing the read with EIO (run `hutch store verify`)", id,
-		  ret == -ENOENT ? "missing from the store" : "checksum mismatch");
+		  ret == -ENOENT ? "missing from the store" : "damaged");
 	return -EIO;
 }
 
