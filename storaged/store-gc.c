@@ -122,12 +122,7 @@ int store_gc(struct store *s, store_progress_fn fn, void *opaque, struct store_g
 	r = store_flush_all(s);
 	if (r < 0)
 		goto out;
-	pthread_mutex_lock(&s->lock);
-	nh = s->nheads;
-	heads = malloc((nh + 1) * sizeof *heads);
-	if (heads)
-		memcpy(heads, s->heads, nh * sizeof *heads);
-	pthread_mutex_unlock(&s->lock);
+	heads = heads_copy(s, &nh);
 	if (!heads) {
 		r = -ENOMEM;
 		goto out;

@@ -224,7 +224,6 @@ int heads_commit(struct store *s, const struct head_change *c, unsigned n)
 
 int heads_compact(struct store *s)
 {
-	char path[4200], tmp[4200];
 	_cleanup_free_ struct head_change *c = NULL;
 	_cleanup_free_ uint8_t *buf = NULL;
 	size_t len;
@@ -240,24 +239,24 @@ int heads_compact(struct store *s)
 	buf = encode(s, c, (unsigned)s->nheads, &len);
 	if (!buf)
 		return -ENOMEM;
-	snprintf(path, sizeof path, "%s/heads", s->dir);
-	snprintf(tmp, sizeof tmp, "%s/heads.tmp", s->dir);
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	r = write_all(fd, buf, len);
-	if (r == 0 && fdatasync(fd) < 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0) {
-		close(fd);
-		unlink(tmp);
+	r = file_replace(s->dir_fd, "heads", buf, len, &fd);
+	if (r < 0)
 		return r;
-	}
-	fsync(s->dir_fd);
 	close(s->heads_fd);
 	s->heads_fd = fd;
 	s->heads_size = len;
 	return 0;
+}
+
+struct head *heads_copy(struct store *s, size_t *n)
+{
+	struct head *copy;
+
+	pthread_mutex_lock(&s->lock);
+	*n = s->nheads;
+	copy = malloc((s->nheads + 1) * sizeof *copy);
+	if (copy)
+		memcpy(copy, s->heads, s->nheads * sizeof *copy);
+	pthread_mutex_unlock(&s->lock);
+	return copy;
 }

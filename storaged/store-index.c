@@ -159,15 +159,11 @@ static uint64_t get64(const uint8_t **p) { uint64_t lo = get32(p); return lo | (
 /* Caller holds put_lock, so packs and their synced sizes stand still. */
 int index_save(struct store *s)
 {
-	char path[4200], tmp[4200];
 	uint64_t npk = 0, nent = 0, len;
 	_cleanup_free_ uint8_t *buf = NULL;
-	_cleanup_close_ int fd = -1;
 	uint8_t *p;
 	int r;
 
-	snprintf(path, sizeof path, "%s/index", s->dir);
-	snprintf(tmp, sizeof tmp, "%s/index.tmp", s->dir);
 	for (uint32_t i = 0; i < s->npacks; i++)
 		if (s->packs[i] && !s->packs[i]->removed)
 			npk++;
@@ -216,19 +212,9 @@ int index_save(struct store *s)
 	put64(&p, XXH3_64bits(buf, len));
 	len += 8;
 
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	r = write_all(fd, buf, len);
-	if (r == 0 && fdatasync(fd) < 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0) {
-		unlink(tmp);
+	r = file_replace(s->dir_fd, "index", buf, len, NULL);
+	if (r < 0)
 		return r;
-	}
-	fsync(s->dir_fd);
 	s->appended_since_save = 0;
 	return 0;
 }

@@ -153,6 +153,8 @@ int heads_replay(struct store *s);
  * Caller holds store.lock. */
 int heads_commit(struct store *s, const struct head_change *c, unsigned n);
 struct head *head_find(struct store *s, const char *name);
+/* A copy of every head, taken under store.lock; caller frees. NULL on ENOMEM. */
+struct head *heads_copy(struct store *s, size_t *n);
 int heads_compact(struct store *s);
 
 /* ---- the store ---- */
@@ -193,6 +195,9 @@ struct store {
 /* Looks a pack up by id without locking: packs are only added to the array
  * (under put_lock), and removed ones stay as zombies until the next gc. */
 struct pack *store_pack(struct store *s, uint32_t id);
+/* Replaces DIR_FD/NAME with buf atomically and durably (tmp, fdatasync,
+ * rename, fsync of the directory). *fd_out keeps the new file open. */
+int file_replace(int dir_fd, const char *name, const void *buf, size_t len, int *fd_out);
 /* Keeps an allocation that lock-free readers may still use until close. */
 void store_retire(struct store *s, void *p);
 

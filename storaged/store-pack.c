@@ -169,42 +169,71 @@ int pack_read_hdr(int fd, uint64_t off, struct rec_hdr *h, uint32_t *subs, uint3
 	return 0;
 }
 
+/* The sub-blocks a read of [from, from+len) of a payload touches. */
+struct span {
+	uint32_t first, last;		/* sub-block indexes */
+	uint32_t start, end;		/* byte range of the payload they cover */
+	uint8_t *buf;			/* where they are read to */
+	uint8_t *tmp;			/* owned bounce buffer, or NULL */
+};
+
+/* Reads straight into the caller's buffer when the request is sub-block
+ * aligned, else into a bounce buffer. */
+static int span_init(struct span *sp, uint32_t from, uint32_t len, uint32_t plen, void *buf)
+{
+	sp->first = from / SUB_BLOCK;
+	sp->last = (from + len - 1) / SUB_BLOCK;
+	sp->start = sp->first * SUB_BLOCK;
+	sp->end = MIN((sp->last + 1) * SUB_BLOCK, plen);
+	sp->tmp = NULL;
+	sp->buf = buf;
+	if (sp->start != from || sp->end != from + len) {
+		sp->tmp = malloc(sp->end - sp->start);
+		if (!sp->tmp)
+			return -ENOMEM;
+		sp->buf = sp->tmp;
+	}
+	return 0;
+}
+
+/* Checks the sub-blocks read and hands the requested bytes over. */
+static int span_finish(struct span *sp, const uint32_t *subs, uint32_t plen, uint32_t from,
+		       uint32_t len, void *buf)
+{
+	int r = 0;
+
+	for (uint32_t i = sp->first; i <= sp->last && r == 0; i++) {
+		uint32_t n = MIN(SUB_BLOCK, plen - i * SUB_BLOCK);
+		if (sub_csum(sp->buf + (i - sp->first) * SUB_BLOCK, n) != subs[i])
+			r = -EIO;
+	}
+	if (r == 0 && sp->tmp)
+		memcpy(buf, sp->tmp + (from - sp->start), len);
+	free(sp->tmp);
+	sp->tmp = NULL;
+	return r;
+}
+
 int pack_read_payload(int fd, uint64_t off, const struct rec_hdr *h, const uint32_t *subs,
 		      uint32_t from, uint32_t len, void *buf)
 {
 	uint64_t base = off + PACK_HDR_SIZE + 4ull * h->nsub;
-	uint32_t first, last, span_start, span_end;
-	_cleanup_free_ uint8_t *tmp = NULL;
-	uint8_t *span;
+	struct span sp;
 	int r;
 
 	if (len == 0)
 		return 0;
 	if ((uint64_t)from + len > h->len)
 		return -EINVAL;
-	first = from / SUB_BLOCK;
-	last = (from + len - 1) / SUB_BLOCK;
-	span_start = first * SUB_BLOCK;
-	span_end = MIN((last + 1) * SUB_BLOCK, h->len);
-	if (span_start == from && span_end == from + len) {
-		span = buf;
-	} else {
-		tmp = malloc(span_end - span_start);
-		if (!tmp)
-			return -ENOMEM;
-		span = tmp;
-	}
-	r = pread_all(fd, span, span_end - span_start, base + span_start);
+	r = span_init(&sp, from, len, h->len, buf);
 	if (r < 0)
+		return r;
+	r = pread_all(fd, sp.buf, sp.end - sp.start, base + sp.start);
+	if (r < 0) {
+		free(sp.tmp);
 		return r == -ENODATA ? -EIO : r;
-	for (uint32_t i = first; i <= last; i++) {
-		uint32_t n = MIN(SUB_BLOCK, h->len - i * SUB_BLOCK);
-		if (sub_csum(span + (i - first) * SUB_BLOCK, n) != subs[i])
-			return -EIO;
 	}
-	if (tmp)
-		memcpy(buf, tmp + (from - span_start), len);
-	return 0;
+	return span_finish(&sp, subs, h->len, from, len, buf);
 }
 
 /* Reads [from, from+len) of the record e points at, checking its header
@@ -216,55 +245,40 @@ static int record_read(int fd, const struct idx_ent *e, uint32_t from, uint32_t 
 	size_t hlen = PACK_HDR_SIZE + 4ull * nsub;
 	uint8_t hdr[PACK_HDR_SIZE + 4 * MAX_SUBS];
 	uint32_t subs[MAX_SUBS];
-	uint32_t first, last, span_start, span_end;
-	_cleanup_free_ uint8_t *tmp = NULL;
 	struct rec_hdr h;
-	uint8_t *span;
-	ssize_t n;
+	struct span sp;
 	int r;
 
 	if (len == 0)
 		return 0;
 	if ((uint64_t)from + len > e->len || nsub > MAX_SUBS)
 		return -EINVAL;
-	first = from / SUB_BLOCK;
-	last = (from + len - 1) / SUB_BLOCK;
-	span_start = first * SUB_BLOCK;
-	span_end = MIN((last + 1) * SUB_BLOCK, e->len);
-	if (span_start == from && span_end == from + len) {
-		span = buf;
-	} else {
-		tmp = malloc(span_end - span_start);
-		if (!tmp)
-			return -ENOMEM;
-		span = tmp;
-	}
-	if (span_start == 0) {
-		struct iovec iov[2] = { { hdr, hlen }, { span, span_end } };
-		n = preadv(fd, iov, 2, (off_t)e->off);
-		if (n < 0)
-			return -errno;
-		if ((size_t)n != hlen + span_end)
-			return -EIO;
+	r = span_init(&sp, from, len, e->len, buf);
+	if (r < 0)
+		return r;
+	if (sp.start == 0) {
+		struct iovec iov[2] = { { hdr, hlen }, { sp.buf, sp.end } };
+		ssize_t n = preadv(fd, iov, 2, (off_t)e->off);
+		r = n < 0 ? -errno : (size_t)n != hlen + sp.end ? -EIO : 0;
 	} else {
 		r = pread_all(fd, hdr, hlen, e->off);
 		if (r == 0)
-			r = pread_all(fd, span, span_end - span_start, e->off + hlen + span_start);
-		if (r < 0)
-			return r == -ENODATA ? -EIO : r;
+			r = pread_all(fd, sp.buf, sp.end - sp.start, e->off + hlen + sp.start);
+		if (r == -ENODATA)
+			r = -EIO;
 	}
-	memcpy(subs, hdr + PACK_HDR_SIZE, 4ull * nsub);
-	if (hdr_decode(hdr, &h) < 0 || h.nsub != nsub || hdr_csum(hdr, subs, nsub) != rd32(hdr + 44) ||
-	    h.h0 != e->h0 || h.h1 != e->h1 || h.slot != e->slot || h.len != e->len || h.type != e->type)
-		return -EIO;
-	for (uint32_t i = first; i <= last; i++) {
-		uint32_t sz = MIN(SUB_BLOCK, h.len - i * SUB_BLOCK);
-		if (sub_csum(span + (i - first) * SUB_BLOCK, sz) != subs[i])
-			return -EIO;
+	if (r == 0) {
+		memcpy(subs, hdr + PACK_HDR_SIZE, 4ull * nsub);
+		if (hdr_decode(hdr, &h) < 0 || h.nsub != nsub ||
+		    hdr_csum(hdr, subs, nsub) != rd32(hdr + 44) || h.h0 != e->h0 || h.h1 != e->h1 ||
+		    h.slot != e->slot || h.len != e->len || h.type != e->type)
+			r = -EIO;
 	}
-	if (tmp)
-		memcpy(buf, tmp + (from - span_start), len);
-	return 0;
+	if (r < 0) {
+		free(sp.tmp);
+		return r;
+	}
+	return span_finish(&sp, subs, e->len, from, len, buf);
 }
 
 /* Looks for the next whole record after a bad one. */

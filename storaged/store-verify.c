@@ -120,12 +120,7 @@ int store_verify(struct store *s, store_verify_fn report, store_progress_fn prog
 
 	pthread_mutex_lock(&s->gc_lock);
 	store_flush_all(s);
-	pthread_mutex_lock(&s->lock);
-	nh = s->nheads;
-	heads = malloc((nh + 1) * sizeof *heads);
-	if (heads)
-		memcpy(heads, s->heads, nh * sizeof *heads);
-	pthread_mutex_unlock(&s->lock);
+	heads = heads_copy(s, &nh);
 	pthread_rwlock_rdlock(&s->index.lock);
 	c.total = s->index.count;
 	pthread_rwlock_unlock(&s->index.lock);

@@ -40,24 +40,32 @@ void store_retire(struct store *s, void *p)
 	s->retired[s->nretired++] = p;
 }
 
-static int write_file(int dir_fd, const char *name, const void *buf, size_t len)
+int file_replace(int dir_fd, const char *name, const void *buf, size_t len, int *fd_out)
 {
 	char tmp[300];
 	int fd, r;
 
 	snprintf(tmp, sizeof tmp, "%s.tmp", name);
-	fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = openat(dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
 	r = write_all(fd, buf, len);
-	if (r == 0 && fsync(fd) < 0)
+	if (r == 0 && fdatasync(fd) < 0)
 		r = -errno;
-	close(fd);
 	if (r == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
 		r = -errno;
 	if (r == 0 && fsync(dir_fd) < 0)
 		r = -errno;
-	return r;
+	if (r < 0) {
+		unlinkat(dir_fd, tmp, 0);
+		close(fd);
+		return r;
+	}
+	if (fd_out)
+		*fd_out = fd;
+	else
+		close(fd);
+	return 0;
 }
 
 int store_init(const char *dir, uint32_t chunk_size)
@@ -84,13 +92,13 @@ int store_init(const char *dir, uint32_t chunk_size)
 		return -EEXIST;
 	if (getrandom(secret, sizeof secret, 0) != (ssize_t)sizeof secret)
 		return -EIO;
-	r = write_file(dfd, "secret", secret, sizeof secret);
+	r = file_replace(dfd, "secret", secret, sizeof secret, NULL);
 	if (r < 0)
 		return r;
 	/* meta last: a store without it was never finished. */
 	int n = snprintf(meta, sizeof meta, "hutch-store\nversion %d\nchunk_size %u\n",
 			 STORE_FORMAT_VERSION, chunk_size);
-	return write_file(dfd, "meta", meta, (size_t)n);
+	return file_replace(dfd, "meta", meta, (size_t)n, NULL);
 }
 
 static int read_meta(struct store *s)
@@ -520,6 +528,14 @@ static bool is_snapshot_of(const char *head, const char *name)
 	return strncmp(head, name, n) == 0 && head[n] == '@';
 }
 
+/* A head born now (create, snapshot, fork). store.lock held. */
+static int commit_new_head(struct store *s, struct head_change *c)
+{
+	c->h.gen = s->next_gen;
+	c->h.created = (uint64_t)time(NULL);
+	return heads_commit(s, c, 1);
+}
+
 int store_image_create(struct store *s, const char *name, uint64_t size)
 {
 	struct head_change c = { .op = HEAD_PUT };
@@ -536,9 +552,7 @@ int store_image_create(struct store *s, const char *name, uint64_t size)
 	}
 	snprintf(c.h.name, sizeof c.h.name, "%s", name);
 	c.h.size = size;
-	c.h.gen = s->next_gen;
-	c.h.created = (uint64_t)time(NULL);
-	r = heads_commit(s, &c, 1);
+	r = commit_new_head(s, &c);
 out:
 	pthread_mutex_unlock(&s->lock);
 	return r;
@@ -693,9 +707,7 @@ static int copy_head(struct store *s, const char *src, const char *dst, bool ro)
 	else
 		snprintf(c.h.parent, sizeof c.h.parent, "%s", src);
 	c.h.ro = ro;
-	c.h.gen = s->next_gen;
-	c.h.created = (uint64_t)time(NULL);
-	r = heads_commit(s, &c, 1);
+	r = commit_new_head(s, &c);
 out:
 	pthread_mutex_unlock(&s->lock);
 	return r;
