@@ -46,12 +46,14 @@ import json, sys
 p = f = s = 0
 try:
     for line in open(sys.argv[1]):
+        if not line.strip():
+            continue
         r = json.loads(line).get('result')
         if r in ('OK', 'EXPECTEDFAIL'): p += 1
         elif r == 'SKIP': s += 1
         else: f += 1
-except OSError:
-    f = 1
+except (OSError, ValueError):
+    f += 1
 print(p, f, s)
 PY
 )
