@@ -229,6 +229,7 @@ struct image {
 	struct store *s;
 	struct image *next;		/* store.open_images; store.lock */
 	unsigned opens;			/* store.lock */
+	unsigned closing;		/* last closes still flushing; store.lock */
 	char name[2 * 128 + 2];
 
 	pthread_rwlock_t lock;		/* everything below */

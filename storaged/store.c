@@ -426,6 +426,7 @@ void image_close(struct image *img)
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
+	img->closing++;
 	pthread_mutex_unlock(&s->lock);
 
 	/* Last close: make its data reach the head. It stays findable meanwhile,
@@ -437,8 +438,9 @@ void image_close(struct image *img)
 		log_error("image %s: flushing on close failed: %s", img->name, strerror(-r));
 
 	pthread_mutex_lock(&s->lock);
-	if (img->opens > 0 || (r < 0 && !atomic_load(&img->gone))) {
-		/* Reopened meanwhile, or unflushed data we must not drop: keep it. */
+	/* Reopened meanwhile, another last close still flushing (it frees it),
+	 * or unflushed data we must not drop: keep it. */
+	if (--img->closing > 0 || img->opens > 0 || (r < 0 && !atomic_load(&img->gone))) {
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
@@ -472,11 +474,8 @@ int store_flush_all(struct store *s)
 			if (r < 0 && r != -ESHUTDOWN && !ret)
 				ret = r;
 		}
-		for (size_t i = 0; i < n; i++) {
-			pthread_mutex_lock(&s->lock);
-			list[i]->opens--;
-			pthread_mutex_unlock(&s->lock);
-		}
+		for (size_t i = 0; i < n; i++)
+			image_close(list[i]);	/* frees it if it was the last */
 		if (n < ARRAY_SIZE(list))
 			break;
 		/* More than 64 open images: the flushed ones are clean now, go round again. */

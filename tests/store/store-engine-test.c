@@ -547,6 +547,45 @@ static void test_concurrent(void)
 	finish(s);
 }
 
+static void *open_close_thread(void *p)
+{
+	struct writer *w = p;
+	uint8_t buf[4096];
+
+	for (int i = 0; i < 300; i++) {
+		struct image *img;
+		uint64_t off = ((uint64_t)w->id * 300 + (uint64_t)i) * 4096;
+		CHECK_OK(store_image_open(w->s, "churn", &img));
+		pattern(buf, sizeof buf, 7, off);
+		CHECK_OK(image_write(img, buf, off, sizeof buf, 0));
+		image_close(img);	/* often the last close, racing other opens */
+	}
+	return NULL;
+}
+
+/* Opens and last closes of one image racing each other (NBD clients that
+ * connect and go): the shared image is freed once, and nothing is lost. */
+static void test_open_close_race(void)
+{
+	struct store *s = fresh_store("churn");
+	pthread_t t[4];
+	struct writer w[4];
+	struct image *img;
+
+	CHECK_OK(store_image_create(s, "churn", 8 * MiB));
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct writer){ s, i };
+		CHECK(pthread_create(&t[i], NULL, open_close_thread, &w[i]) == 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	reopen(&s);
+	CHECK_OK(store_image_open(s, "churn", &img));
+	expect_pattern(img, 7, 0, 4 * 300 * 4096);
+	image_close(img);
+	finish(s);
+}
+
 /* Chunks whose hashes collide (a weak-hash build makes them common) never
  * read each other's bytes. */
 static void test_collisions(void)
@@ -602,6 +641,7 @@ static const struct {
 	{ "torn-tails", test_torn_tails },
 	{ "lock", test_lock },
 	{ "concurrent", test_concurrent },
+	{ "open-close-race", test_open_close_race },
 	{ "collisions", test_collisions },
 };
 
