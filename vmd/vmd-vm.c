@@ -74,14 +74,14 @@ static int new_identity(struct vm *vm)
 	return 0;
 }
 
-/* Lowest free uid in [uid_base, uid_base+uid_count); 0 when vmd is not root. */
+/* Lowest free uid in [uid_base, uid_base+uid_count); 0 when vmd is not root.
+ * Caller holds d->lock (and links the VM before dropping it). */
 static int alloc_uid(struct vmd *d, unsigned *uid)
 {
 	if (geteuid() != 0) {
 		*uid = 0;
 		return 0;
 	}
-	pthread_mutex_lock(&d->lock);
 	for (unsigned i = 0; i < d->cfg.vmd.uid_count; i++) {
 		unsigned u = d->cfg.vmd.uid_base + i;
 		bool used = false;
@@ -90,11 +90,9 @@ static int alloc_uid(struct vmd *d, unsigned *uid)
 			used = vm->uid == u;
 		if (!used) {
 			*uid = u;
-			pthread_mutex_unlock(&d->lock);
 			return 0;
 		}
 	}
-	pthread_mutex_unlock(&d->lock);
 	return -ENOSPC;
 }
 
@@ -478,11 +476,10 @@ static int vm_make(struct vmd *d, int fd, const char *name, const char *src_imag
 	vm->cpus = cpus;
 	vm->memory = memory;
 	vm->created = (uint64_t)time(NULL);
-	if (new_identity(vm) < 0 || (r = alloc_uid(d, &vm->uid)) < 0) {
+	if (new_identity(vm) < 0) {
 		free(vm);
-		return ctl_reply_error(fd, ENOSPC, "no free VM uid left (raise [vmd] uid_count)");
+		return ctl_reply_error(fd, EIO, "cannot read /dev/urandom");
 	}
-
 	if (vm_dir(d, name, NULL, path, sizeof path) < 0 || mkdir(path, 0700) < 0) {
 		r = -errno;
 		free(vm);
@@ -490,10 +487,20 @@ static int vm_make(struct vmd *d, int fd, const char *name, const char *src_imag
 				       r == -EEXIST ? "%s exists but is no VM hutch-vmd knows; remove it"
 						    : "cannot make %s: %s", path, strerror(-r));
 	}
+	/* The uid is taken and the VM linked under one lock: concurrent creates
+	 * never share a uid. (A concurrent create of the same name lost at mkdir.) */
 	pthread_mutex_lock(&d->lock);
-	vm_link(d, vm);
-	vm->refs++;	/* ours, besides the list's */
+	r = alloc_uid(d, &vm->uid);
+	if (r == 0) {
+		vm_link(d, vm);
+		vm->refs++;	/* ours, besides the list's */
+	}
 	pthread_mutex_unlock(&d->lock);
+	if (r < 0) {
+		rmdir(path);
+		free(vm);
+		return ctl_reply_error(fd, ENOSPC, "no free VM uid left (raise [vmd] uid_count)");
+	}
 	pthread_mutex_lock(&vm->op_lock);
 
 	r = vmd_image_fork(d, src_image, vm->disk, err, sizeof err);
