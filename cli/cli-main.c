@@ -15,6 +15,8 @@ static const struct cli_group *const groups[] = {
 	&cli_group_image,
 	&cli_group_vm,
 	&cli_group_template,
+	&cli_group_user,
+	&cli_group_audit,
 };
 
 static void usage_top(FILE *out)

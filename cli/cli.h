@@ -39,6 +39,8 @@ extern const struct cli_group cli_group_store;
 extern const struct cli_group cli_group_image;
 extern const struct cli_group cli_group_vm;
 extern const struct cli_group cli_group_template;
+extern const struct cli_group cli_group_user;
+extern const struct cli_group cli_group_audit;
 
 struct cli_state {
 	const char *home;	/* --home, else $HUTCH_HOME, else /var/lib/hutch */
