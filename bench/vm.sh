@@ -76,6 +76,10 @@ tdir="$HUTCH_HOME/templates/default"
 cmdline=$("$PYTHON" -c "import json; print(json.load(open('$tdir/template.json'))['cmdline'])")
 qemu-img convert -O raw "$(nbd_uri template.default)" "$W/base.raw" || fail "export the template disk"
 plain_ms=() plain_rss=() plain_pss=() pids=()
+# The same accelerator settings hutch-vmd uses ([vmd] tcg_tb_size default 32 MiB).
+ACCEL=$(vm_field b2 accel)	# what the probe chose, when VM_ACCEL=auto
+plain_accel=$ACCEL
+[ "$ACCEL" = tcg ] && plain_accel=tcg,tb-size=32
 for i in $(seq "$RUNS"); do
 	t0=$(date +%s%N)
 	qemu-img create -q -f qcow2 -b "$W/base.raw" -F raw "$W/ov$i.qcow2" || fail "qemu-img create -b"
@@ -83,7 +87,7 @@ for i in $(seq "$RUNS"); do
 	port=$((20000 + RANDOM % 20000))
 	printf 'p%s' "$i" >"$W/hostname$i"
 	head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/mid$i"
-	qemu-system-x86_64 -machine q35,accel="$ACCEL" -cpu max -m 256M -smp 1 -nodefaults -display none \
+	qemu-system-x86_64 -machine q35 -accel "$plain_accel" -cpu max -m 256M -smp 1 -nodefaults -display none \
 		-no-reboot -kernel "$tdir/vmlinuz" -initrd "$tdir/initrd.img" -append "$cmdline" \
 		-drive file="$W/ov$i.qcow2",format=qcow2,if=virtio \
 		-netdev user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22 -device virtio-net-pci,netdev=n0 \

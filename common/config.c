@@ -133,6 +133,9 @@ static const struct cfg_key vmd_keys[] = {
 	  "and hutch-storaged lets that uid open only the VM's own disk." },
 	{ "uid_count", CFG_UINT, FIELD(vmd.uid_count), "1000", 1, 1000000, NULL,
 	  "Number of uids from uid_base reserved for VMs (the most VMs one host can hold)." },
+	{ "tcg_tb_size", CFG_UINT, FIELD(vmd.tcg_tb_size), "32", 0, 4096, NULL,
+	  "MiB of translated code each VM's QEMU keeps under TCG (QEMU's own default, 0, is "
+	  "1 GiB: about 60 MiB more resident per idle VM, for no faster boot)." },
 };
 
 struct cfg_section {

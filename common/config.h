@@ -44,6 +44,7 @@ struct hutch_config {
 		unsigned reconnect_delay;	/* seconds QEMU retries NBD when storaged goes away */
 		unsigned uid_base;	/* each VM's QEMU runs as uid_base + slot */
 		unsigned uid_count;
+		unsigned tcg_tb_size;	/* MiB of TCG translation cache per VM; 0 = QEMU's */
 	} vmd;
 };
 

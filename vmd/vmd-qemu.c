@@ -331,7 +331,12 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	args_add(&a, "-name");
 	args_add(&a, "%s,debug-threads=on", vm->name);
 	args_add(&a, "-machine");
-	args_add(&a, "q35,accel=%s", d->accel);
+	args_add(&a, "q35");
+	args_add(&a, "-accel");
+	if (strcmp(d->accel, "tcg") == 0 && d->cfg.vmd.tcg_tb_size)
+		args_add(&a, "tcg,tb-size=%u", d->cfg.vmd.tcg_tb_size);
+	else
+		args_add(&a, "%s", d->accel);
 	args_add(&a, "-cpu");
 	args_add(&a, "%s", strcmp(d->accel, "kvm") == 0 ? "host" : "max");
 	args_add(&a, "-smp");
