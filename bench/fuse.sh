@@ -50,15 +50,18 @@ start_storaged
 start_fuse ${HUTCH_FUSE_ARGS:-}
 I="$MNT/images"
 
-# fio_row NAME FILE ARGS...: prints "MB/s IOPS" of one fio run.
+# fio_row TARGET ARGS...: prints "MB/s IOPS" of one fio run. TARGET is a
+# file (through a mount: O_DIRECT, libaio) or an NBD URI (fio's nbd engine).
 fio_row() {
-	local file=$1; shift
-	fio --name=b --filename="$file" --ioengine=libaio --direct=1 --iodepth=16 \
-	    --size="$SIZE" --output-format=json "$@" >"$W/fio.json" 2>"$W/fio.err" ||
-		{ cat "$W/fio.err" >&2; echo "0 0"; return; }
+	local target=$1; shift
+	local how=(--filename="$target" --ioengine=libaio --direct=1)
+	case "$target" in nbd*) how=(--ioengine=nbd --uri="$target") ;; esac
+	fio --name=b "${how[@]}" --iodepth=16 --size="$SIZE" --output-format=json "$@" \
+	    >"$W/fio.json" 2>"$W/fio.err" || { cat "$W/fio.err" >&2; echo "0 0"; return; }
 	"$PYTHON" - "$W/fio.json" <<'PY'
 import json, sys
-j = json.load(open(sys.argv[1]))["jobs"][0]
+t = open(sys.argv[1]).read()
+j = json.loads(t[t.index("{"):])["jobs"][0]	# the nbd engine may print a line first
 rw = j["read"] if j["read"]["io_bytes"] else j["write"]
 print("%.0f %.0f" % (rw["bw_bytes"] / 1e6, rw["iops"]))
 PY
@@ -84,29 +87,42 @@ cleanup_fn unmount_nf
 wait_for 10 test -f "$W/nf/data" || fail "nbdfuse did not mount"
 
 ROUNDS=${ROUNDS:-3}
-best() {	# best ROW-ARGS...: sets h and n to the best "MB/s IOPS" of each side
-	local i r
+# best A B ROW-ARGS...: sets h and n to the best "MB/s IOPS" of targets A and B
+best() {
+	local a=$1 b=$2 i r; shift 2
 	h="0 0"; n="0 0"
 	for ((i = 0; i < ROUNDS; i++)); do
-		r=$(fio_row "$I/data" "$@" --runtime="$RUNTIME" --time_based)
+		r=$(fio_row "$a" "$@" --runtime="$RUNTIME" --time_based)
 		[ "${r%% *}" -gt "${h%% *}" ] && h=$r
-		r=$(fio_row "$W/nf/data" "$@" --runtime="$RUNTIME" --time_based)
+		r=$(fio_row "$b" "$@" --runtime="$RUNTIME" --time_based)
 		[ "${r%% *}" -gt "${n%% *}" ] && n=$r
 	done
 }
-best --rw=write --bs=1M; h_sw=$h; n_sw=$n
-best --rw=read --bs=1M; h_sr=$h; n_sr=$n
-best --rw=randread --bs=4k; h_rr=$h; n_rr=$n
+best "$I/data" "$W/nf/data" --rw=write --bs=1M; h_sw=$h; n_sw=$n
+best "$I/data" "$W/nf/data" --rw=read --bs=1M; h_sr=$h; n_sr=$n
+best "$I/data" "$W/nf/data" --rw=randread --bs=4k; h_rr=$h; n_rr=$n
+# The same rows straight over NBD (one connection, no FUSE): where a gap
+# between the mounts comes from the servers rather than the FUSE layer.
+QURI="nbd+unix:///?socket=$W/qnbd.sock"
+best "$(nbd_uri data)" "$QURI" --rw=write --bs=1M; r_h_sw=$h; r_n_sw=$n
+best "$(nbd_uri data)" "$QURI" --rw=read --bs=1M; r_h_sr=$h; r_n_sr=$n
+best "$(nbd_uri data)" "$QURI" --rw=randread --bs=4k; r_h_rr=$h; r_n_rr=$n
 fusermount3 -u "$W/nf"
 wait "$NPID" 2>/dev/null
 
-if [ -n "$IO_ONLY" ]; then
-	echo "| row | hutch-fuse | nbdfuse + qemu-nbd |"
-	echo "| seq write 1 MiB (MB/s IOPS) | $h_sw | $n_sw |"
-	echo "| seq read 1 MiB (MB/s IOPS) | $h_sr | $n_sr |"
-	echo "| rand read 4 KiB (MB/s IOPS) | $h_rr | $n_rr |"
-	exit 0
-fi
+ratio() { "$PYTHON" -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b) if b else '-')" "$@"; }
+f1() { echo "${1%% *}"; }
+f2() { echo "${1##* }"; }
+echo
+echo "hutch-fuse vs nbdfuse over qemu-nbd (fio, libaio QD16, $SIZE, best of $ROUNDS x ${RUNTIME}s)"
+echo
+echo "| row | hutch-fuse | nbdfuse + qemu-nbd | ratio | storaged, NBD direct | qemu-nbd, NBD direct |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+echo "| seq write 1 MiB (MB/s) | $(f1 "$h_sw") | $(f1 "$n_sw") | $(ratio "$(f1 "$h_sw")" "$(f1 "$n_sw")") | $(f1 "$r_h_sw") | $(f1 "$r_n_sw") |"
+echo "| seq read 1 MiB (MB/s) | $(f1 "$h_sr") | $(f1 "$n_sr") | $(ratio "$(f1 "$h_sr")" "$(f1 "$n_sr")") | $(f1 "$r_h_sr") | $(f1 "$r_n_sr") |"
+echo "| rand read 4 KiB (IOPS) | $(f2 "$h_rr") | $(f2 "$n_rr") | $(ratio "$(f2 "$h_rr")" "$(f2 "$n_rr")") | $(f2 "$r_h_rr") | $(f2 "$r_n_rr") |"
+echo
+[ -n "$IO_ONLY" ] && exit 0
 
 # --- fork time --------------------------------------------------------------
 # fill_image NAME SIZE: every chunk written (a repeating pattern, so the
@@ -149,19 +165,6 @@ for s in $sizes; do
 	rm -f "$W/xfs/f$s"*
 done
 
-ratio() { "$PYTHON" -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b) if b else '-')" "$@"; }
-set -- $h_sw; hsw=$1; set -- $n_sw; nsw=$1
-set -- $h_sr; hsr=$1; set -- $n_sr; nsr=$1
-set -- $h_rr; hrr=$2; set -- $n_rr; nrr=$2
-echo
-echo "hutch-fuse vs nbdfuse over qemu-nbd (fio, O_DIRECT, libaio QD16, $SIZE file, best of $ROUNDS x ${RUNTIME}s)"
-echo
-echo "| row | hutch-fuse | nbdfuse + qemu-nbd | ratio |"
-echo "| --- | ---: | ---: | ---: |"
-echo "| seq write 1 MiB (MB/s) | $hsw | $nsw | $(ratio "$hsw" "$nsw") |"
-echo "| seq read 1 MiB (MB/s) | $hsr | $nsr | $(ratio "$hsr" "$nsr") |"
-echo "| rand read 4 KiB (IOPS) | $hrr | $nrr | $(ratio "$hrr" "$nrr") |"
-echo
 echo "Fork by cp of a written image (seconds)"
 echo
 echo "| size | hutch-fuse cp | XFS cp --reflink=always | XFS plain cp |"
