@@ -105,14 +105,32 @@ static void qmp_queue_event(struct qmp *q, json_object *ev)
 	q->pending[q->npending++] = ev;
 }
 
+/* One line; MSG_NOSIGNAL: a QEMU that went away is -EPIPE, not SIGPIPE. */
 static int qmp_send(struct qmp *q, json_object *msg)
 {
 	const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
-	int r = write_all(q->fd, s, strlen(s));
+	size_t len = strlen(s), off = 0;
+	char *line = malloc(len + 1);
 
-	if (r == 0)
-		r = write_all(q->fd, "\n", 1);
-	return r;
+	if (!line)
+		return -ENOMEM;
+	memcpy(line, s, len);
+	line[len++] = '\n';
+	while (off < len) {
+		ssize_t n = send(q->fd, line + off, len - off, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int e = errno;
+
+			free(line);
+			return -e;
+		}
+		off += (size_t)n;
+	}
+	free(line);
+	return 0;
 }
 
 int qmp_execute(struct qmp *q, const char *cmd, json_object *args, int timeout_ms,
