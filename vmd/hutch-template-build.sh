@@ -52,8 +52,16 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/hutch-template.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # The versioned kernel package behind the cloud meta-package.
-kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-	sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1)
+kernel_pkg() {
+	apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1
+}
+kpkg=$(kernel_pkg)
+if [ -z "$kpkg" ] && [ "$(id -u)" -eq 0 ]; then
+	# A fresh machine may have no package lists yet.
+	apt-get update -qq >/dev/null 2>&1 || true
+	kpkg=$(kernel_pkg)
+fi
 [ -n "$kpkg" ] || { echo "hutch-template-build: no linux-image-cloud-amd64 in apt; run apt-get update" >&2; exit 1; }
 
 pkgs="$kpkg busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g"
