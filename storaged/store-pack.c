@@ -364,11 +364,12 @@ int pack_scan(int fd, uint64_t from, uint64_t file_size, bool check_payload,
 
 struct pack *store_pack(struct store *s, uint32_t id)
 {
+	/* The count first: a new array is published before its count, so an
+	 * array read after the count is at least that long. */
+	uint32_t n = __atomic_load_n(&s->npacks, __ATOMIC_ACQUIRE);
 	struct pack **packs = __atomic_load_n(&s->packs, __ATOMIC_ACQUIRE);
 
-	if (id >= __atomic_load_n(&s->npacks, __ATOMIC_ACQUIRE))
-		return NULL;
-	return packs[id];
+	return id < n ? packs[id] : NULL;
 }
 
 static int chunk_read_full(struct store *s, const struct idx_ent *e, void *buf)
