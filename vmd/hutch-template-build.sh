@@ -233,8 +233,10 @@ rm -f "$out/disk.raw"
 mke2fs -q -t ext4 -d "$root" -L hutch-root -E root_owner=0:0 "$out/disk.raw" "$size" >/dev/null ||
 	{ echo "hutch-template-build: mke2fs failed" >&2; exit 1; }
 
+# random.trust_cpu: RDRAND (real under KVM, from the host's getrandom under
+# TCG -cpu max) seeds the kernel at once, so sshd's first keys never wait.
 cat >"$out/template.conf" <<EOF
-cmdline=console=ttyS0 root=/dev/vda rw quiet panic=-1
+cmdline=console=ttyS0 root=/dev/vda rw quiet panic=-1 random.trust_cpu=on
 cpus=1
 memory=256M
 EOF
