@@ -11,6 +11,7 @@
 #include "storaged-control.h"
 #include "store.h"
 
+#include "audit.h"
 #include "cleanup.h"
 #include "ctl.h"
 #include "log.h"
@@ -484,6 +485,8 @@ static int handle_line(struct conn *c, const char *line, size_t len)
 		return ctl_reply_error(c->fd, EINVAL, "%s", why);
 	for (size_t i = 0; i < ARRAY_SIZE(ops); i++) {
 		if (strcmp(ops[i].name, op) == 0) {
+			/* Before the op runs, so the log has it even if it fails. */
+			audit_control_sock(c->ctl->path, "hutch-storaged", c->fd, op, req);
 			r = ops[i].fn(c, req);
 			json_object_put(req);
 			return r;

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "cleanup.h"
 #include "ctl.h"
 #include "hutch-version.h"
@@ -89,6 +90,7 @@ static void *conn_main(void *arg)
 			json_object_object_add(o, "accel_reason", json_object_new_string(c->d->accel_why));
 			r = ctl_reply_ok(c->fd, o);
 		} else {
+			audit_control(c->d->home, "hutch-vmd", c->fd, op, req);
 			r = vmd_op(c->d, c->fd, op, req);
 		}
 		json_object_put(req);
