@@ -16,4 +16,6 @@ for c in bad_magic bad_client_flags unknown_option malformed_options export_name
 done
 raw readonly disk@s1 || fail "case readonly"
 kill -0 "$STORAGED_PID" || fail "hutch-storaged died"
+# a clean exit: every connection and handle released (and, under ASan, no leak)
+stop_storaged
 echo "ok"

@@ -30,4 +30,6 @@ echo "fds $fds0 -> $fds1, rss ${rss0} KiB -> ${rss1} KiB after 240 bad clients"
 grep -q asan "/proc/$STORAGED_PID/maps" ||
 	[ "$rss1" -lt $((rss0 + 16384)) ] || fail "memory grew by $((rss1 - rss0)) KiB over 240 bad clients"
 [ "$(nbdinfo --size "$uri")" = 16777216 ] || fail "server unusable afterwards"
+# a clean exit: every connection and handle released (and, under ASan, no leak)
+stop_storaged
 echo "ok"

@@ -34,4 +34,12 @@ for p in "${pids[@]}"; do wait "$p" || fail "flood client failed"; done
 sleep 1
 fds2=$(storaged_fds)
 [ "$fds2" -le "$fds0" ] || fail "descriptors not released after flooding clients left: $fds0 -> $fds2"
+# stopping the server while flooding clients are connected and not reading: a clean, quick exit
+for i in 1 2; do
+	"$PYTHON" "$NBDRAW" "$NBD_SOCK" no_read disk 8 >/dev/null 2>&1 &
+	pids+=($!)
+done
+sleep 2
+stop_storaged
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
 echo "ok"
