@@ -201,7 +201,14 @@ int ctl_read_line(struct ctl_reader *r, char **line, size_t *len)
 				*len = ll;
 				return 1;
 			}
-			return r->discarding ? -E2BIG : 0;
+			if (r->discarding) {
+				/* Report the cut line once, drop its tail; the next
+				 * call sees the end. */
+				r->discarding = false;
+				r->start = r->len = 0;
+				return -E2BIG;
+			}
+			return 0;
 		}
 		r->len += (size_t)n;
 	}

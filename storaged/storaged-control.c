@@ -519,6 +519,8 @@ static void *conn_main(void *arg)
 			break;
 	}
 	ctl_reader_free(&rd);
+	/* The client sees the end now; the fd itself is closed when reaped. */
+	shutdown(c->fd, SHUT_RDWR);
 
 	pthread_mutex_lock(&c->ctl->lock);
 	c->done = true;

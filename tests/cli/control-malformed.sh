@@ -52,6 +52,23 @@ PY
 assert_contains "$(head -n1 <<<"$out")" '"ok":false.*longer than' "long line refused"
 assert_contains "$(tail -n1 <<<"$out")" '"ok":true' "ping after long line"
 
+# An over-long last line without a newline, then end of stream: one error
+# reply, then the server closes (it must not keep answering the cut line).
+out=$(timeout 20 /usr/bin/python3 - "$HUTCH_HOME/run/control.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b'x' * (2 << 20)); s.shutdown(socket.SHUT_WR)
+data = b''
+while len(data) < (1 << 20):
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+print(data.count(b'\n'))
+PY
+) || fail "over-long line at end of stream: no end"
+assert_eq "$out" 1 "replies to an over-long line at end of stream"
+
 # A request dribbled one byte at a time, two requests in one write, CRLF
 # line ends, and a last request without a newline before the client closes
 # its side: each gets its reply.
