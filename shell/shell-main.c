@@ -176,7 +176,11 @@ static int run_capture(char *const *argv, int in_fd, char *out, size_t outsz)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
 }
 
-/* argv for the platform's ssh client to the guest; the command goes last. */
+/* The control socket of this session's master connection to the guest. */
+static char master_sock[200];
+
+/* argv for the platform's ssh client to the guest; the command goes last.
+ * Once the master connection is up, sessions run over it (-S). */
 static size_t guest_ssh_argv(const struct shell_vm *vm, bool tty, const char **a, char *port,
 			     char *kh, char *key)
 {
@@ -201,15 +205,101 @@ static size_t guest_ssh_argv(const struct shell_vm *vm, bool tty, const char **a
 	for (const char *const *o = (const char *const[]){
 		     "IdentitiesOnly=yes", "BatchMode=yes", "ConnectTimeout=20", "LogLevel=ERROR",
 		     "EscapeChar=none", "ForwardAgent=no", "ForwardX11=no", "ClearAllForwardings=yes",
-		     "PermitLocalCommand=no", "ControlMaster=no", "ControlPath=none",
-		     "UpdateHostKeys=no", "ServerAliveInterval=30", NULL };
+		     "PermitLocalCommand=no", "UpdateHostKeys=no",
+		     "ServerAliveInterval=30", NULL };
 	     *o; o++) {
 		a[n++] = "-o";
 		a[n++] = *o;
 	}
+	a[n++] = "-S";
+	a[n++] = master_sock[0] ? master_sock : "none";
 	a[n++] = tty ? "-tt" : "-T";
 	a[n++] = "root@127.0.0.1";
 	return n;
+}
+
+/*
+ * Opens the master connection to the guest, retrying: a guest that has just
+ * booted under TCG may close a connection before its key exchange (dropbear
+ * limits unauthenticated connections per address). No byte of the user's
+ * session is involved yet, so retrying is safe; the session then opens a
+ * channel on this connection. `ssh -f` returns once authenticated.
+ */
+static int master_open(const char *home, const struct shell_vm *vm, char *err, size_t errsz)
+{
+	const char *a[64];
+	char port[16], kh[4200], key[4096], path[sizeof master_sock];
+	size_t n;
+	int st = 255;
+
+	if (hutch_path(path, sizeof path, home, "run/sessions") < 0 ||
+	    (size_t)snprintf(path + strlen(path), sizeof path - strlen(path), "/ctl.%d", getpid()) >=
+		    sizeof path - strlen(path) ||
+	    strlen(path) >= 100) {
+		/* A unix socket path must be short; go without a master. */
+		return 0;
+	}
+	unlink(path);
+	n = guest_ssh_argv(vm, false, a, port, kh, key);
+	/* ... -S none -T root@127.0.0.1  becomes  ... -M -S PATH -N -f ... */
+	a[n - 4] = "-M";
+	a[n - 3] = "-S";
+	a[n - 2] = path;
+	a[n - 1] = "-N";
+	a[n++] = "-f";
+	a[n++] = "-o";
+	a[n++] = "ControlPersist=no";
+	a[n++] = "root@127.0.0.1";
+	a[n] = NULL;
+	for (int attempt = 0; attempt < 6; attempt++) {
+		pid_t pid;
+		int ws;
+
+		if (attempt)
+			usleep(300000u * (unsigned)attempt);
+		pid = fork();
+		if (pid < 0)
+			break;
+		if (pid == 0) {
+			int devnull = open("/dev/null", O_RDWR);
+
+			/* The backgrounded master must not hold our pipes open. */
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+			execvp(a[0], (char *const *)a);
+			_exit(127);
+		}
+		while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+			;
+		st = WIFEXITED(ws) ? WEXITSTATUS(ws) : 255;
+		if (st == 0) {
+			snprintf(master_sock, sizeof master_sock, "%s", path);
+			return 0;
+		}
+		if (st == 127)
+			break;
+	}
+	snprintf(err, errsz, "the VM's SSH server did not let hutch in (ssh exit %d); "
+		 "try again, or ask the host's admin (`hutch vm console %s --log`)", st, vm->name);
+	return -ECONNREFUSED;
+}
+
+static void master_close(const struct shell_vm *vm)
+{
+	const char *a[64];
+	char port[16], kh[4200], key[4096], out[64];
+	size_t n;
+
+	if (!master_sock[0])
+		return;
+	n = guest_ssh_argv(vm, false, a, port, kh, key);
+	a[n - 2] = "-O";	/* replaces "-T" */
+	a[n - 1] = "exit";
+	a[n++] = "root@127.0.0.1";
+	a[n] = NULL;
+	run_capture((char *const *)a, -1, out, sizeof out);
+	unlink(master_sock);
 }
 
 /*
@@ -409,11 +499,16 @@ int main(int argc, char **argv)
 		return refuse(&s, EXIT_NO_VM, "cannot reach VM %s: %s", s.vm, err);
 
 	mark_fd = session_mark(s.home, s.vm, mark, sizeof mark);
+	if (master_open(s.home, &vm, err, sizeof err) < 0) {
+		if (mark_fd >= 0)
+			unlink(mark);
+		return refuse(&s, EXIT_NO_VM, "cannot reach VM %s: %s", s.vm, err);
+	}
 	n = guest_ssh_argv(&vm, s.pty, a, port, kh, key);
 	if (strcmp(s.mode, "sftp") == 0) {
 		r = guest_sftp_server(&vm, sftp_path, sizeof sftp_path);
 		if (r < 0)
-			return refuse(&s, EXIT_NO_VM, "VM %s has no SFTP server and hutch could not install one "
+			return master_close(&vm), refuse(&s, EXIT_NO_VM, "VM %s has no SFTP server and hutch could not install one "
 				      "(%s); ask the admin to add openssh-sftp-server to the template",
 				      s.vm, strerror(-r));
 		a[n++] = sftp_path;
@@ -474,6 +569,7 @@ int main(int argc, char **argv)
 		}
 	}
 	audit_or_warn(&s, rec);
+	master_close(&vm);
 	if (mark_fd >= 0)
 		unlink(mark);
 	return io.status;
