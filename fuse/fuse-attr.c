@@ -41,8 +41,6 @@ int node_allocated(struct node *n, uint64_t size, uint64_t *out)
 	struct alloc_sum a = { 0, 0 };
 	int r;
 
-	if (!p)
-		return -ENOMEM;
 	r = pool_get(p, &c);
 	if (r < 0)
 		return r;

@@ -143,8 +143,6 @@ static int node_size_nbd(struct node *n, uint64_t *size)
 		*size = 0;
 		return 0;
 	}
-	if (!p)
-		return -ENOMEM;
 	int r = pool_get(p, &c);
 	if (r < 0)
 		return r;
@@ -254,8 +252,6 @@ static int node_flush(struct node *n)
 	struct conn c;
 	int r;
 
-	if (!p)
-		return -ENOMEM;
 	if (node_is_pending(n))
 		return 0;
 	r = pool_get(p, &c);
@@ -287,7 +283,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct conn c;
 	int r;
 
-	if (!p || !buf) {
+	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -329,8 +325,6 @@ static int write_range(struct node *n, const void *buf, uint64_t len, uint64_t o
 	struct conn c;
 	int r;
 
-	if (!p)
-		return -ENOMEM;
 	if (node_is_pending(n) && (r = node_grow(n, off + len)) < 0)
 		return r;
 	for (int attempt = 0;; attempt++) {
@@ -407,8 +401,6 @@ static int seek_extent(struct node *n, uint64_t off, int whence, uint64_t *out)
 	struct conn c;
 	int r;
 
-	if (!p)
-		return -ENOMEM;
 	if (node_is_pending(n))
 		return -ENXIO;
 	r = pool_get(p, &c);
@@ -504,7 +496,7 @@ static int copy_via_nbd(struct node *src, uint64_t src_off, struct node *dst,
 	char *buf = thread_buf(FUSE_MAX_WRITE);
 	int r = 0;
 
-	if (!p || !buf)
+	if (!buf)
 		return -ENOMEM;
 	while (len && r == 0) {
 		uint64_t n = MIN(len, (uint64_t)FUSE_MAX_WRITE);

@@ -74,7 +74,8 @@ struct pool *pool_new(const char *export_name);
 void pool_free(struct pool *p);
 /* Borrow a connected handle (connecting if none is idle and the pool is
  * below its limit; else waits). -EIO if storaged cannot be reached,
- * -ENOENT if the export does not exist. */
+ * -ENOENT if the export does not exist, -ENOMEM for a NULL pool (so
+ * callers may pass node_pool() straight in). */
 int pool_get(struct pool *p, struct conn *c);
 /* Give it back; a handle that died (server gone) or is of an older
  * generation is closed instead of kept. */

@@ -82,6 +82,8 @@ int pool_get(struct pool *p, struct conn *c)
 	char name[REF_MAX];
 	uint64_t gen;
 
+	if (!p)
+		return -ENOMEM;		/* node_pool() could not make one */
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		if (p->dead) {
@@ -123,7 +125,7 @@ int pool_get(struct pool *p, struct conn *c)
 
 void pool_put(struct pool *p, struct conn *c)
 {
-	if (!c->h)
+	if (!p || !c->h)
 		return;
 	pthread_mutex_lock(&p->lock);
 	bool keep = c->gen == p->gen && p->n_idle < POOL_MAX &&
@@ -141,6 +143,8 @@ void pool_put(struct pool *p, struct conn *c)
 
 void pool_kill(struct pool *p)
 {
+	if (!p)
+		return;
 	pthread_mutex_lock(&p->lock);
 	p->dead = true;
 	pthread_mutex_unlock(&p->lock);
@@ -152,6 +156,8 @@ void pool_reset(struct pool *p, const char *new_export)
 	struct nbd_handle *old[POOL_MAX];
 	unsigned n;
 
+	if (!p)
+		return;
 	pthread_mutex_lock(&p->lock);
 	if (new_export)
 		snprintf(p->export_name, sizeof(p->export_name), "%s", new_export);
