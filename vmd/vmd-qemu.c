@@ -98,12 +98,39 @@ static int run_wait(char *const argv[], int outfd, unsigned timeout_ms, uid_t ui
  * root device, so it panics at once (panic=-1, -no-reboot: QEMU exits) once
  * it got through long mode, MSRs, APIC and timers. A /dev/kvm that cannot
  * run ordinary guests (nested setups without vmx/svm) fails or hangs
- * instead. Decided once per hutch-vmd, at the first VM start.
+ * instead. Decided at the first VM start, and remembered in
+ * run/accel-probe until the host reboots (a hung probe costs 15 s).
  */
+static void boot_id(char *out, size_t sz)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+	if (!f || !fgets(out, (int)sz, f))
+		xsnprintf(out, sz, "unknown");
+	out[strcspn(out, "\n")] = '\0';
+}
+
+static bool probe_cached(struct vmd *d, const char *path, const char *boot)
+{
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	char line[512], b[64], acc[8];
+	int off = 0;
+
+	if (!f || !fgets(line, sizeof line, f))
+		return false;
+	line[strcspn(line, "\n")] = '\0';
+	if (sscanf(line, "%63s %7s %n", b, acc, &off) != 2 || off == 0 || strcmp(b, boot) != 0 ||
+	    (strcmp(acc, "kvm") != 0 && strcmp(acc, "tcg") != 0))
+		return false;
+	xsnprintf(d->accel, sizeof d->accel, "%s", acc);
+	xsnprintf(d->accel_why, sizeof d->accel_why, "%s", line + off);
+	return true;
+}
+
 void vmd_probe_accel(struct vmd *d, const char *kernel)
 {
 	static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
-	char out[VMD_PATH_MAX], buf[65536];
+	char out[VMD_PATH_MAX], cache[VMD_PATH_MAX], buf[65536], boot[64], line[512];
 	_cleanup_close_ int fd = -1;
 	ssize_t n;
 	int r;
@@ -114,6 +141,13 @@ void vmd_probe_accel(struct vmd *d, const char *kernel)
 	if (strcmp(d->cfg.vmd.accel, "tcg") == 0 || strcmp(d->cfg.vmd.accel, "kvm") == 0) {
 		xsnprintf(d->accel, sizeof d->accel, "%s", d->cfg.vmd.accel);
 		xsnprintf(d->accel_why, sizeof d->accel_why, "set by [vmd] accel");
+		goto out;
+	}
+	boot_id(boot, sizeof boot);
+	if (hutch_path(cache, sizeof cache, d->home, "run/accel-probe") < 0)
+		cache[0] = '\0';
+	if (cache[0] && probe_cached(d, cache, boot)) {
+		log_info("accelerator: %s (%s; probed earlier since this boot)", d->accel, d->accel_why);
 		goto out;
 	}
 	if (access("/dev/kvm", R_OK | W_OK) != 0) {
@@ -141,13 +175,19 @@ void vmd_probe_accel(struct vmd *d, const char *kernel)
 		xsnprintf(d->accel, sizeof d->accel, "kvm");
 		xsnprintf(d->accel_why, sizeof d->accel_why, "a probe kernel booted under KVM");
 		log_info("accelerator: kvm (%s)", d->accel_why);
-		goto out;
+		goto remember;
 	}
 	xsnprintf(d->accel_why, sizeof d->accel_why, "/dev/kvm is there but a probe kernel %s under KVM",
 		  r == -ETIMEDOUT ? "hung" : "failed");
 tcg:
 	xsnprintf(d->accel, sizeof d->accel, "tcg");
 	log_info("accelerator: tcg (%s)", d->accel_why);
+remember:
+	if (cache[0]) {
+		int len = xsnprintf(line, sizeof line, "%s %s %s\n", boot, d->accel, d->accel_why);
+
+		write_file_atomic(cache, line, (size_t)MIN(len, (int)sizeof line - 1), 0644);
+	}
 out:
 	pthread_mutex_unlock(&probe_lock);
 }
