@@ -146,6 +146,8 @@ static int run_capture(char *const *argv, int in_fd, char *out, size_t outsz)
 
 		dup2(in_fd >= 0 ? in_fd : devnull, 0);
 		dup2(p[1], 1);
+		/* ssh -O exit says "Exit request sent."; nothing here is the user's. */
+		dup2(open("/dev/null", O_WRONLY), 2);
 		execvp(argv[0], argv);
 		_exit(127);
 	}
@@ -238,6 +240,15 @@ static int master_open(const char *home, const struct shell_vm *vm, char *err, s
 	    strlen(path) >= 100) {
 		/* A unix socket path must be short; go without a master. */
 		return 0;
+	}
+	{
+		char dir[sizeof path];
+
+		snprintf(dir, sizeof dir, "%s", path);
+		*strrchr(dir, '/') = '\0';
+		mkdir_p(dir, 0755);
+		if (access(dir, W_OK) < 0)
+			return 0;	/* not writable for this account: no master */
 	}
 	unlink(path);
 	n = guest_ssh_argv(vm, false, a, port, kh, key);
