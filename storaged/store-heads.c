@@ -255,7 +255,7 @@ struct head *heads_copy(struct store *s, size_t *n)
 	pthread_mutex_lock(&s->lock);
 	*n = s->nheads;
 	copy = malloc((s->nheads + 1) * sizeof *copy);
-	if (copy)
+	if (copy && s->nheads)
 		memcpy(copy, s->heads, s->nheads * sizeof *copy);
 	pthread_mutex_unlock(&s->lock);
 	return copy;

@@ -47,6 +47,8 @@ static struct leaf *leaf_for_read(struct image *img, uint64_t c, bool *hole, int
 int image_read(struct image *img, void *buf, uint64_t off, uint32_t len)
 {
 	const uint32_t cs = img->s->chunk_size;
+	struct chunk_req req[CHUNK_READ_BATCH];
+	unsigned n = 0;
 	uint8_t *out = buf;
 	int r;
 
@@ -55,23 +57,30 @@ int image_read(struct image *img, void *buf, uint64_t off, uint32_t len)
 	while (r == 0 && len) {
 		uint64_t c = off / cs;
 		uint32_t within = (uint32_t)(off % cs);
-		uint32_t n = MIN(cs - within, len);
+		uint32_t cnt = MIN(cs - within, len);
 		bool hole;
 		struct leaf *l = leaf_for_read(img, c, &hole, &r);
 
 		if (hole) {
-			memset(out, 0, n);
+			memset(out, 0, cnt);
 		} else if (!l) {
 			break;
 		} else if (l->dirty[c % NODE_FANOUT]) {
-			memcpy(out, l->dirty[c % NODE_FANOUT] + within, n);
+			memcpy(out, l->dirty[c % NODE_FANOUT] + within, cnt);
 		} else {
-			r = chunk_read(img->s, &l->refs[c % NODE_FANOUT], within, n, out);
+			/* Stored chunks are read in batches, one submission each. */
+			req[n++] = (struct chunk_req){ l->refs[c % NODE_FANOUT], within, cnt, out };
+			if (n == CHUNK_READ_BATCH) {
+				r = chunk_read_many(img->s, req, n);
+				n = 0;
+			}
 		}
-		out += n;
-		off += n;
-		len -= n;
+		out += cnt;
+		off += cnt;
+		len -= cnt;
 	}
+	if (r == 0 && n)
+		r = chunk_read_many(img->s, req, n);
 	pthread_rwlock_unlock(&img->lock);
 	return r;
 }

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "store.h"
 
@@ -86,6 +87,17 @@ int pack_read_hdr(int fd, uint64_t off, struct rec_hdr *h, uint32_t *subs, uint3
  * sub-block touched. -EIO on a checksum mismatch. */
 int pack_read_payload(int fd, uint64_t off, const struct rec_hdr *h, const uint32_t *subs,
 		      uint32_t from, uint32_t len, void *buf);
+/* The sub-blocks a read of [from, from+len) of a payload touches. */
+struct span {
+	uint32_t first, last;		/* sub-block indexes */
+	uint32_t start, end;		/* byte range of the payload they cover */
+	uint8_t *buf;			/* where they are read to */
+	uint8_t *tmp;			/* owned bounce buffer, or NULL */
+};
+int span_init(struct span *sp, uint32_t from, uint32_t len, uint32_t plen, void *buf);
+int span_finish(struct span *sp, const uint32_t *subs, uint32_t plen, uint32_t from,
+		uint32_t len, void *buf);
+
 /* Walks records from `from`, calling fn for each whole one. A damaged
  * record followed by good ones is skipped; *good_end is where the good
  * records end (a torn or damaged tail starts there). With check_payload
@@ -128,6 +140,34 @@ int index_save(struct store *s);
 /* Loads the saved index; covered[id] gets how much of each pack it covers
  * (the rest is scanned). -ENOENT or -EBADMSG: nothing loaded, scan everything. */
 int index_load(struct store *s, uint64_t *covered);
+
+/* ---- batched record reads (store-pack.c, store-uring.c) ---- */
+
+/* One read of part of a record, split so a batch of them can go through
+ * io_uring: prepare, do nops reads (1: preadv of iov at e.off; 2: iov[0]
+ * at e.off and iov[1] at e.off + hlen + sp.start), finish with the result. */
+struct rec_read {
+	struct idx_ent e;
+	int fd;
+	uint32_t from, len;
+	void *out;
+	struct span sp;
+	size_t hlen;
+	unsigned nops;
+	struct iovec iov[2];
+	uint8_t hdr[PACK_HDR_SIZE + 4 * (STORE_MAX_CHUNK_SIZE / SUB_BLOCK)];
+};
+int rec_read_prepare(struct rec_read *rr, int fd, const struct idx_ent *e, uint32_t from,
+		     uint32_t len, void *buf);
+/* res: 0 when the reads got every byte, else a negative errno. */
+int rec_read_finish(struct rec_read *rr, int res);
+/* Does the reads of n prepared rec_reads, through one of the store's
+ * io_urings when one is free; res[k] gets each one's result for rec_read_finish. */
+int rec_read_batch(struct store *s, struct rec_read *rr, unsigned n, int *res);
+void uring_pool_init(struct store *s);
+void uring_pool_free(struct store *s);
+/* This thread's CHUNK_READ_BATCH rec_reads (freed when the thread ends). */
+struct rec_read *rec_read_scratch(void);
 
 /* ---- heads journal (store-heads.c) ---- */
 
@@ -188,6 +228,7 @@ struct store {
 	size_t nretired;
 
 	struct index index;
+	struct uring_pool *rings;	/* store-uring.c */
 	_Atomic uint64_t dirty_bytes;
 	uint64_t appended_since_save;	/* bytes added to packs since the index was saved; put_lock */
 };
@@ -208,6 +249,14 @@ void store_retire(struct store *s, void *p);
 int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len, struct ref *out);
 /* Reads [from, from+len) of a chunk. Holes read as zeroes. */
 int chunk_read(struct store *s, const struct ref *r, uint32_t from, uint32_t len, void *buf);
+/* Up to CHUNK_READ_BATCH chunk reads at once (one io_uring submission). */
+#define CHUNK_READ_BATCH 32
+struct chunk_req {
+	struct ref r;
+	uint32_t from, len;
+	void *buf;
+};
+int chunk_read_many(struct store *s, const struct chunk_req *req, unsigned n);
 /* fdatasync every pack written since its last sync. */
 int packs_sync(struct store *s);
 

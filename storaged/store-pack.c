@@ -169,17 +169,9 @@ int pack_read_hdr(int fd, uint64_t off, struct rec_hdr *h, uint32_t *subs, uint3
 	return 0;
 }
 
-/* The sub-blocks a read of [from, from+len) of a payload touches. */
-struct span {
-	uint32_t first, last;		/* sub-block indexes */
-	uint32_t start, end;		/* byte range of the payload they cover */
-	uint8_t *buf;			/* where they are read to */
-	uint8_t *tmp;			/* owned bounce buffer, or NULL */
-};
-
 /* Reads straight into the caller's buffer when the request is sub-block
  * aligned, else into a bounce buffer. */
-static int span_init(struct span *sp, uint32_t from, uint32_t len, uint32_t plen, void *buf)
+int span_init(struct span *sp, uint32_t from, uint32_t len, uint32_t plen, void *buf)
 {
 	sp->first = from / SUB_BLOCK;
 	sp->last = (from + len - 1) / SUB_BLOCK;
@@ -197,7 +189,7 @@ static int span_init(struct span *sp, uint32_t from, uint32_t len, uint32_t plen
 }
 
 /* Checks the sub-blocks read and hands the requested bytes over. */
-static int span_finish(struct span *sp, const uint32_t *subs, uint32_t plen, uint32_t from,
+int span_finish(struct span *sp, const uint32_t *subs, uint32_t plen, uint32_t from,
 		       uint32_t len, void *buf)
 {
 	int r = 0;
@@ -236,49 +228,70 @@ int pack_read_payload(int fd, uint64_t off, const struct rec_hdr *h, const uint3
 	return span_finish(&sp, subs, h->len, from, len, buf);
 }
 
+int rec_read_prepare(struct rec_read *rr, int fd, const struct idx_ent *e, uint32_t from,
+		     uint32_t len, void *buf)
+{
+	uint32_t nsub = DIV_ROUND_UP(e->len, SUB_BLOCK);
+	int r;
+
+	if (len == 0 || (uint64_t)from + len > e->len || nsub > MAX_SUBS)
+		return -EINVAL;
+	rr->e = *e;
+	rr->fd = fd;
+	rr->from = from;
+	rr->len = len;
+	rr->out = buf;
+	rr->hlen = PACK_HDR_SIZE + 4ull * nsub;
+	r = span_init(&rr->sp, from, len, e->len, buf);
+	if (r < 0)
+		return r;
+	/* Reads that start the payload get header and data in one go. */
+	rr->iov[0] = (struct iovec){ rr->hdr, rr->hlen };
+	rr->iov[1] = (struct iovec){ rr->sp.buf, rr->sp.end - rr->sp.start };
+	rr->nops = rr->sp.start == 0 ? 1 : 2;
+	return 0;
+}
+
+int rec_read_finish(struct rec_read *rr, int res)
+{
+	uint32_t nsub = (uint32_t)((rr->hlen - PACK_HDR_SIZE) / 4);
+	uint32_t subs[MAX_SUBS];
+	struct rec_hdr h;
+
+	if (res == 0) {
+		memcpy(subs, rr->hdr + PACK_HDR_SIZE, 4ull * nsub);
+		if (hdr_decode(rr->hdr, &h) < 0 || h.nsub != nsub ||
+		    hdr_csum(rr->hdr, subs, nsub) != rd32(rr->hdr + 44) || h.h0 != rr->e.h0 ||
+		    h.h1 != rr->e.h1 || h.slot != rr->e.slot || h.len != rr->e.len ||
+		    h.type != rr->e.type)
+			res = -EIO;
+	}
+	if (res < 0) {
+		free(rr->sp.tmp);
+		rr->sp.tmp = NULL;
+		return res;
+	}
+	return span_finish(&rr->sp, subs, rr->e.len, rr->from, rr->len, rr->out);
+}
+
 /* Reads [from, from+len) of the record e points at, checking its header
  * against e and the checksums of the sub-blocks touched: one preadv when
  * the span starts the payload (whole-chunk reads), two reads otherwise. */
-static int record_read(int fd, const struct idx_ent *e, uint32_t from, uint32_t len, void *buf)
+static int record_read(struct store *s, int fd, const struct idx_ent *e, uint32_t from, uint32_t len,
+		       void *buf)
 {
-	uint32_t nsub = DIV_ROUND_UP(e->len, SUB_BLOCK);
-	size_t hlen = PACK_HDR_SIZE + 4ull * nsub;
-	uint8_t hdr[PACK_HDR_SIZE + 4 * MAX_SUBS];
-	uint32_t subs[MAX_SUBS];
-	struct rec_hdr h;
-	struct span sp;
-	int r;
+	struct rec_read *rr = rec_read_scratch();
+	int r, res;
 
 	if (len == 0)
 		return 0;
-	if ((uint64_t)from + len > e->len || nsub > MAX_SUBS)
-		return -EINVAL;
-	r = span_init(&sp, from, len, e->len, buf);
+	if (!rr)
+		return -ENOMEM;
+	r = rec_read_prepare(rr, fd, e, from, len, buf);
 	if (r < 0)
 		return r;
-	if (sp.start == 0) {
-		struct iovec iov[2] = { { hdr, hlen }, { sp.buf, sp.end } };
-		ssize_t n = preadv(fd, iov, 2, (off_t)e->off);
-		r = n < 0 ? -errno : (size_t)n != hlen + sp.end ? -EIO : 0;
-	} else {
-		r = pread_all(fd, hdr, hlen, e->off);
-		if (r == 0)
-			r = pread_all(fd, sp.buf, sp.end - sp.start, e->off + hlen + sp.start);
-		if (r == -ENODATA)
-			r = -EIO;
-	}
-	if (r == 0) {
-		memcpy(subs, hdr + PACK_HDR_SIZE, 4ull * nsub);
-		if (hdr_decode(hdr, &h) < 0 || h.nsub != nsub ||
-		    hdr_csum(hdr, subs, nsub) != rd32(hdr + 44) || h.h0 != e->h0 || h.h1 != e->h1 ||
-		    h.slot != e->slot || h.len != e->len || h.type != e->type)
-			r = -EIO;
-	}
-	if (r < 0) {
-		free(sp.tmp);
-		return r;
-	}
-	return span_finish(&sp, subs, e->len, from, len, buf);
+	r = rec_read_batch(s, rr, 1, &res);
+	return rec_read_finish(rr, r < 0 ? r : res);
 }
 
 /* Looks for the next whole record after a bad one. */
@@ -376,7 +389,7 @@ static int chunk_read_full(struct store *s, const struct idx_ent *e, void *buf)
 {
 	struct pack *p = store_pack(s, e->pack);
 
-	return p ? record_read(p->fd, e, 0, e->len, buf) : -EIO;
+	return p ? record_read(s, p->fd, e, 0, e->len, buf) : -EIO;
 }
 
 int pack_for_append(struct store *s, uint64_t need, struct pack **out)
@@ -479,28 +492,67 @@ out_unlock:
 	return ret;
 }
 
-int chunk_read(struct store *s, const struct ref *r, uint32_t from, uint32_t len, void *buf)
+static void log_bad_chunk(const struct ref *r, int err)
 {
-	struct idx_ent e;
-	struct pack *p;
 	char id[64];
-	int ret;
 
-	if (ref_is_hole(r)) {
-		memset(buf, 0, len);
-		return 0;
-	}
-	ret = index_lookup(&s->index, r, &e);
-	if (ret == 0) {
-		p = store_pack(s, e.pack);
-		ret = p ? record_read(p->fd, &e, from, len, buf) : -EIO;
-	}
-	if (ret == 0 || ret == -ENOMEM)
-		return ret;
 	ref_format(r, id, sizeof id);
 	log_error("chunk %s: %s; failing the read with EIO (run `hutch store verify`)", id,
-		  ret == -ENOENT ? "missing from the store" : "damaged");
-	return -EIO;
+		  err == -ENOENT ? "missing from the store" : "damaged");
+}
+
+int chunk_read_many(struct store *s, const struct chunk_req *req, unsigned n)
+{
+	struct rec_read *rr = rec_read_scratch();
+	int res[CHUNK_READ_BATCH];
+	unsigned m = 0, map[CHUNK_READ_BATCH];
+	int ret = 0;
+
+	if (!rr)
+		return -ENOMEM;
+	if (n > CHUNK_READ_BATCH)
+		return -EINVAL;
+	for (unsigned k = 0; k < n; k++) {
+		struct idx_ent e;
+		struct pack *p;
+		int r;
+
+		if (req[k].len == 0)
+			continue;
+		if (ref_is_hole(&req[k].r)) {
+			memset(req[k].buf, 0, req[k].len);
+			continue;
+		}
+		r = index_lookup(&s->index, &req[k].r, &e);
+		if (r == 0)
+			r = (p = store_pack(s, e.pack)) ? rec_read_prepare(&rr[m], p->fd, &e, req[k].from,
+									    req[k].len, req[k].buf) : -EIO;
+		if (r < 0) {
+			if (r != -ENOMEM)
+				log_bad_chunk(&req[k].r, r);
+			ret = ret ? ret : (r == -ENOMEM ? r : -EIO);
+			continue;
+		}
+		map[m++] = k;
+	}
+	if (m && rec_read_batch(s, rr, m, res) < 0)
+		for (unsigned j = 0; j < m; j++)
+			res[j] = -EIO;
+	for (unsigned j = 0; j < m; j++) {
+		int r = rec_read_finish(&rr[j], res[j]);
+		if (r < 0 && r != -ENOMEM)
+			log_bad_chunk(&req[map[j]].r, r);
+		if (r < 0 && !ret)
+			ret = r == -ENOMEM ? r : -EIO;
+	}
+	return ret;
+}
+
+int chunk_read(struct store *s, const struct ref *r, uint32_t from, uint32_t len, void *buf)
+{
+	struct chunk_req req = { *r, from, len, buf };
+
+	return chunk_read_many(s, &req, 1);
 }
 
 int packs_sync(struct store *s)

@@ -109,7 +109,8 @@ static int collect(struct store *s, bool usage, struct store_image_info **out, s
 		free(info);
 		return -ENOMEM;
 	}
-	memcpy(heads, s->heads, nh * sizeof *heads);
+	if (nh)
+		memcpy(heads, s->heads, nh * sizeof *heads);
 	for (size_t i = 0; i < nh; i++)
 		fill_info(s, &heads[i], &info[i]);
 	pthread_mutex_unlock(&s->lock);

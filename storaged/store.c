@@ -281,6 +281,7 @@ int store_open(const char *dir, const struct store_options *opts, struct store *
 	r = index_init(&s->index, 1 << 16);
 	if (r < 0)
 		goto fail;
+	uring_pool_init(s);
 	r = load_packs(s);
 	if (r < 0)
 		goto fail;
@@ -335,6 +336,7 @@ void store_close(struct store *s)
 	free(s->retired);
 	if (s->index.tab)
 		index_destroy(&s->index);
+	uring_pool_free(s);
 	free(s->heads);
 	if (s->heads_fd >= 0)
 		close(s->heads_fd);
