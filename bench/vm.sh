@@ -45,6 +45,14 @@ mem() {
 	echo "$rss $pss"
 }
 
+# wait_banner PORT: until the guest's SSH server greets (slirp accepts at once;
+# only the guest sends "SSH-"). The same probe for both sides, 1 s per try.
+wait_banner() {
+	until [ "$(timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; head -c 4 <&3" 2>/dev/null)" = "SSH-" ]; do
+		sleep 0.05
+	done
+}
+
 avg() { "$PYTHON" -c "import sys; v=[float(x) for x in sys.argv[1:]]; print('%.0f' % (sum(v)/len(v)) if v else '-')" "$@"; }
 
 start_storaged
@@ -57,7 +65,8 @@ hutch_ms=() hutch_rss=() hutch_pss=()
 for i in $(seq "$RUNS"); do
 	t0=$(date +%s%N)
 	hutch vm create "b$i" --no-wait >/dev/null || fail "vm create b$i"
-	until hutch vm ssh "b$i" true 2>/dev/null; do sleep 0.05; done
+	wait_banner "$(vm_field "b$i" ssh_port)"
+	hutch vm ssh "b$i" true || fail "ssh into b$i"
 	hutch_ms+=("$(ms_since "$t0")")
 done
 sleep "$IDLE"
@@ -97,10 +106,9 @@ for i in $(seq "$RUNS"); do
 		-serial file:"$W/console$i.log" -pidfile "$W/qemu$i.pid" -daemonize || fail "plain QEMU"
 	pids+=("$(cat "$W/qemu$i.pid")")
 	cleanup_fn kill -9 "$(cat "$W/qemu$i.pid")"
-	until ssh -q -i "$key" -p "$port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-		-o BatchMode=yes -o IdentitiesOnly=yes -o ConnectTimeout=5 root@127.0.0.1 true 2>/dev/null; do
-		sleep 0.05
-	done
+	wait_banner "$port"
+	ssh -q -i "$key" -p "$port" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+		-o BatchMode=yes -o IdentitiesOnly=yes root@127.0.0.1 true || fail "ssh into plain VM $i"
 	plain_ms+=("$(ms_since "$t0")")
 done
 sleep "$IDLE"
