@@ -126,6 +126,8 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 			if (r == 0)
 				pool_reset(node_pool(n), NULL);	/* handshake sizes are stale */
 		}
+		n->size = (uint64_t)attr->st_size;
+		n->size_known = r == 0 && attr->st_size;
 		pthread_mutex_unlock(&n->grow_lock);
 		if (r < 0) {
 			fuse_reply_err(req, -r);

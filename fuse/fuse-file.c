@@ -151,28 +151,54 @@ static int node_size_nbd(struct node *n, uint64_t *size)
 	return 0;
 }
 
-int node_grow(struct node *n, uint64_t want)
+int node_grow(struct node *n, uint64_t want, bool trust, uint64_t *size_out)
 {
 	char ref[REF_MAX];
-	int r;
+	uint64_t size = 0;
+	int r = 0;
 
 	pthread_mutex_lock(&n->grow_lock);
 	node_ref(n, ref, sizeof(ref));
 	if (node_is_pending(n)) {
 		r = want ? fctl_image_create(ref, want) : 0;
-		if (r == 0 && want)
+		if (r == 0 && want) {
 			node_set_pending(n, false);
-		pthread_mutex_unlock(&n->grow_lock);
-		return r;
+			n->size = size = want;
+			n->size_known = true;
+		}
+		goto out;
 	}
-	uint64_t size;
-	r = node_size_nbd(n, &size);
-	if (r == 0 && size < want)
-		r = fctl_image_resize(ref, want);
-	if (r == 0)
+	if (!trust || !n->size_known) {
+		/* Idle connections may predate a resize made elsewhere: a fresh
+		 * handshake, or a stale size could shrink the image below. */
 		pool_reset(node_pool(n), NULL);
+		r = node_size_nbd(n, &n->size);
+		n->size_known = r == 0;
+		if (r < 0)
+			goto out;
+	}
+	size = n->size;
+	if (size < want) {
+		r = fctl_image_resize(ref, want);
+		if (r < 0) {
+			n->size_known = false;
+			goto out;
+		}
+		n->size = size = want;
+		pool_reset(node_pool(n), NULL);
+	}
+out:
 	pthread_mutex_unlock(&n->grow_lock);
+	if (r == 0 && size_out)
+		*size_out = size;
 	return r;
+}
+
+void node_forget_size(struct node *n)
+{
+	pthread_mutex_lock(&n->grow_lock);
+	n->size_known = false;
+	pthread_mutex_unlock(&n->grow_lock);
 }
 
 static int do_open(struct node *n, struct fuse_file_info *fi)
@@ -325,7 +351,7 @@ static int write_range(struct node *n, const void *buf, uint64_t len, uint64_t o
 	struct conn c;
 	int r;
 
-	if (node_is_pending(n) && (r = node_grow(n, off + len)) < 0)
+	if (node_is_pending(n) && (r = node_grow(n, off + len, false, NULL)) < 0)
 		return r;
 	for (int attempt = 0;; attempt++) {
 		r = pool_get(p, &c);
@@ -337,7 +363,7 @@ static int write_range(struct node *n, const void *buf, uint64_t len, uint64_t o
 			pool_put(p, &c);
 			if (attempt >= 3)
 				return -EIO;
-			r = node_grow(n, off + len);
+			r = node_grow(n, off + len, false, NULL);
 			if (r < 0)
 				return r;
 			continue;
@@ -476,7 +502,7 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	}
 	r = node_size(fh->n, &size);
 	if (r == 0 && !(mode & FALLOC_FL_KEEP_SIZE) && (uint64_t)(off + len) > size) {
-		r = node_grow(fh->n, (uint64_t)(off + len));
+		r = node_grow(fh->n, (uint64_t)(off + len), false, NULL);
 		size = (uint64_t)(off + len);
 	}
 	/* Holes and zeroes are the same thing in this store: a zero chunk is a hole. */
@@ -531,18 +557,16 @@ static int64_t do_copy(struct node *src, uint64_t off_in, struct node *dst, uint
 	int r;
 
 	r = node_size_nbd(src, &ssize);
-	if (r == 0)
-		r = node_size_nbd(dst, &dsize);
 	if (r < 0)
 		return r;
 	if (off_in >= ssize || len == 0)
 		return 0;
 	len = MIN(len, ssize - off_in);
-	if (off_out + len > dsize) {
-		r = node_grow(dst, off_out + len);
-		if (r < 0)
-			return r;
-	}
+	/* cp of a sparse image extends the target extent by extent: the
+	 * remembered size spares a reconnect per extent. */
+	r = node_grow(dst, off_out + len, true, &dsize);
+	if (r < 0)
+		return r;
 	node_ref(src, sref, sizeof(sref));
 	node_ref(dst, dref, sizeof(dref));
 
@@ -562,7 +586,7 @@ static int64_t do_copy(struct node *src, uint64_t off_in, struct node *dst, uint
 	uint64_t mid = (len - done) / cs * cs;
 	/* The store shares a last partial chunk too when the range ends
 	 * both images (a whole-image cp). */
-	if (off_in + len == ssize && off_out + len == MAX(dsize, off_out + len))
+	if (off_in + len == ssize && off_out + len == dsize)
 		mid = len - done;
 	if (mid) {
 		r = fctl_image_clone_range(sref, off_in + done, dref, off_out + done, mid);
@@ -601,6 +625,11 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		return;
 	}
 	int64_t r = do_copy(in->n, (uint64_t)off_in, out->n, (uint64_t)off_out, len);
+	if (r == -EINVAL) {
+		/* The target may have been resized elsewhere: ask afresh once. */
+		node_forget_size(out->n);
+		r = do_copy(in->n, (uint64_t)off_in, out->n, (uint64_t)off_out, len);
+	}
 	if (r < 0) {
 		fuse_reply_err(req, (int)-r);
 		return;

@@ -100,6 +100,8 @@ struct node {
 					 * (an image has at least one byte); protected by fs.lock */
 	struct pool *pool;		/* images and snapshots; created lazily */
 	pthread_mutex_t grow_lock;	/* serialises resizes of this image */
+	uint64_t size;			/* last size seen or set here; protected by grow_lock */
+	bool size_known;		/* protected by grow_lock */
 };
 
 #define INO_ROOT FUSE_ROOT_ID
@@ -125,9 +127,14 @@ void node_set_pending(struct node *n, bool pending);
 struct node *node_find_pending(const char *name);
 /* Names of pending images, for readdir. Caller frees with names_free. */
 int node_pending_names(char ***names, size_t *n);
-/* Make a pending image real with SIZE bytes, or grow a real one to at
- * least SIZE; drops connections whose handshake size is stale. */
-int node_grow(struct node *n, uint64_t size);
+/* Make a pending image real with WANT bytes, or grow a real one to at
+ * least WANT, and drop connections whose handshake size is stale. With
+ * TRUST the size remembered from the last resize made here is believed
+ * (copy_file_range, which would otherwise reconnect on every extent);
+ * without, the size is asked afresh. *size_out (may be NULL) is the size after. */
+int node_grow(struct node *n, uint64_t want, bool trust, uint64_t *size_out);
+/* Forget the remembered size (after a resize made elsewhere shows up). */
+void node_forget_size(struct node *n);
 
 /* ---- fuse-attr.c: attributes ----------------------------------------- */
 /* Fill st for node N (asks storaged for images and snapshots). */

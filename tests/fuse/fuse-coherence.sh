@@ -36,4 +36,13 @@ sleep 1.2
 assert_eq "$(stat -c %s "$I/c")" 16777216 "size after a resize made elsewhere"
 qemu-io -f raw -c "write -P 0x77 15M 4k" "$(nbd_uri c)" >/dev/null || fail "write the new tail"
 cmp <(head -c 4096 /dev/zero | tr '\0' '\167') <(dd if="$I/c" bs=4k skip=3840 count=1 status=none) || fail "new tail not readable through the mount"
+# A write through the mount past the size its connections were made with
+# (the resize above happened elsewhere) must not shrink the image back.
+"$PYTHON" -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.pwrite(fd, b"\x66" * 4096, (14 << 20) + 4096)
+os.fsync(fd)' "$I/c" || fail "write past the old size"
+nbdinfo --size "$(nbd_uri c)" | grep -qx 16777216 || fail "the image shrank after a write past its old size"
+qemu-io -r -f raw -c "read -P 0x77 15M 4k" "$(nbd_uri c)" | grep -q "read 4096" || fail "the tail written over NBD was lost"
 echo ok

@@ -52,6 +52,20 @@ n = os.copy_file_range(src, dst, 300000, 4097, 777)
 want = os.pread(src, n, 4097)
 assert n > 0 and os.pread(dst, n, 777) == want, "unaligned copy"
 PY
+# A sparse image of many extents: cp walks SEEK_DATA/SEEK_HOLE and forks
+# extent by extent; the fork has the same map and adds no data.
+truncate -s 64M "$I/frag" || fail "create frag"
+for i in $(seq 0 2 63); do
+	dd if="$HUTCH_HOME/d" of="$I/frag" bs=64k count=1 skip=$i seek=$((i * 16)) conv=notrunc status=none
+done
+sync "$I/frag"
+before=$(store_physical)
+cp "$I/frag" "$I/frag2" || fail "cp a sparse image"
+cmp "$I/frag" "$I/frag2" || fail "sparse fork differs"
+assert_eq "$(nbdinfo --map "$(nbd_uri frag2)")" "$(nbdinfo --map "$(nbd_uri frag)")" "allocation map of the sparse fork"
+after=$(store_physical)
+[ "$after" -le $((before + 1048576)) ] || fail "sparse cp added physical bytes: $before -> $after"
+
 # cp back out to a local file.
 cp "$I/odd2" "$HUTCH_HOME/out" && [ "$(stat -c %s "$HUTCH_HOME/out")" = 1234567 ] || fail "cp out of the mount"
 echo ok
