@@ -100,7 +100,7 @@ for i in $(seq "$RUNS"); do
 		-no-reboot -kernel "$tdir/vmlinuz" -initrd "$tdir/initrd.img" -append "$cmdline" \
 		-drive file="$W/ov$i.qcow2",format=qcow2,if=virtio \
 		-netdev user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22 -device virtio-net-pci,netdev=n0 \
-		-device virtio-rng-pci \
+		-device virtio-rng-pci -device virtio-balloon-pci,free-page-reporting=on,deflate-on-oom=on \
 		-fw_cfg name=opt/hutch/hostname,file="$W/hostname$i" -fw_cfg name=opt/hutch/machine-id,file="$W/mid$i" \
 		-fw_cfg name=opt/hutch/admin-key,file="$key.pub" \
 		-serial file:"$W/console$i.log" -pidfile "$W/qemu$i.pid" -daemonize || fail "plain QEMU"

@@ -109,7 +109,7 @@ mods="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci
 drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk
 net/core/failover drivers/net/net_failover drivers/net/virtio_net
 drivers/firmware/qemu_fw_cfg drivers/char/hw_random/virtio-rng drivers/acpi/button
-drivers/input/evdev"
+drivers/input/evdev drivers/virtio/virtio_balloon"
 order=""
 for m in $mods; do
 	b=$(basename "$m")
