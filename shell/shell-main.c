@@ -506,22 +506,30 @@ int main(int argc, char **argv)
 	if (s.pty)
 		fprintf(stderr, "hutch: getting VM %s ready...\r\n", s.vm);
 	r = shell_vm_ready(s.home, s.user, s.vm, template_name, MAX_VMS_PER_USER, &vm, err, sizeof err);
-	if (r < 0)
+	if (r < 0) {
+		if (vm.session)
+			shell_vm_session_end(s.home, s.vm);
 		return refuse(&s, EXIT_NO_VM, "cannot reach VM %s: %s", s.vm, err);
+	}
 
 	mark_fd = session_mark(s.home, s.vm, mark, sizeof mark);
-	if (master_open(s.home, &vm, err, sizeof err) < 0) {
+	r = master_open(s.home, &vm, err, sizeof err);
+	n = guest_ssh_argv(&vm, s.pty, a, port, kh, key);
+	if (r == 0 && strcmp(s.mode, "sftp") == 0) {
+		r = guest_sftp_server(&vm, sftp_path, sizeof sftp_path);
+		if (r < 0)
+			snprintf(err, sizeof err, "it has no SFTP server and hutch could not install one (%s); "
+				 "ask the admin to add openssh-sftp-server to the template", strerror(-r));
+	}
+	if (r < 0) {
+		master_close(&vm);
+		if (vm.session)
+			shell_vm_session_end(s.home, s.vm);
 		if (mark_fd >= 0)
 			unlink(mark);
 		return refuse(&s, EXIT_NO_VM, "cannot reach VM %s: %s", s.vm, err);
 	}
-	n = guest_ssh_argv(&vm, s.pty, a, port, kh, key);
 	if (strcmp(s.mode, "sftp") == 0) {
-		r = guest_sftp_server(&vm, sftp_path, sizeof sftp_path);
-		if (r < 0)
-			return master_close(&vm), refuse(&s, EXIT_NO_VM, "VM %s has no SFTP server and hutch could not install one "
-				      "(%s); ask the admin to add openssh-sftp-server to the template",
-				      s.vm, strerror(-r));
 		a[n++] = sftp_path;
 	} else if (s.command) {
 		/* One argument: the guest's shell parses it, as sshd's would. */
@@ -581,6 +589,8 @@ int main(int argc, char **argv)
 	}
 	audit_or_warn(&s, rec);
 	master_close(&vm);
+	if (vm.session)
+		shell_vm_session_end(s.home, s.vm);
 	if (mark_fd >= 0)
 		unlink(mark);
 	return io.status;

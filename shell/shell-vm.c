@@ -139,6 +139,7 @@ int shell_vm_ready(const char *home, const char *user, const char *name, const c
 	char sock[4096];
 	_cleanup_close_ int fd = -1;
 	time_t deadline = time(NULL) + READY_TIMEOUT_S;
+	bool sessions_supported = true;
 	int r;
 
 	memset(out, 0, sizeof *out);
@@ -156,7 +157,8 @@ int shell_vm_ready(const char *home, const char *user, const char *name, const c
 
 	for (;;) {
 		json_object *reply = NULL, *vm;
-		const char *state;
+		const char *state, *tier;
+		bool asleep;
 
 		if (time(NULL) > deadline) {
 			snprintf(err, errsz, "VM %s was not ready after %u s; try again, or ask the host's admin "
@@ -197,8 +199,44 @@ int shell_vm_ready(const char *home, const char *user, const char *name, const c
 			return -EPROTO;
 		}
 		state = member_str(vm, "state");
+		tier = member_str(vm, "tier");	/* awake, paused, hibernated (sleep tiers) */
 		if (!out->was[0])
-			snprintf(out->was, sizeof out->was, "%s", state);
+			snprintf(out->was, sizeof out->was, "%s",
+				 *tier && strcmp(tier, "awake") != 0 ? tier : state);
+		asleep = *tier && strcmp(tier, "awake") != 0;	/* a hibernated VM is also "stopped" */
+		if ((strcmp(state, "running") == 0 || asleep) && !out->session && sessions_supported) {
+			/* One call wakes a sleeping VM and counts the session as
+			 * activity, so the idle policy leaves it awake. */
+			json_object *req = req_name("vm.session", name);
+
+			json_object_put(reply);
+			json_object_object_add(req, "action", json_object_new_string("begin"));
+			json_object_object_add(req, "wait", json_object_new_boolean(true));
+			r = call(fd, req, READY_TIMEOUT_S, &reply, err, errsz);
+			if (r == -EOPNOTSUPP) {
+				sessions_supported = false;	/* a hutch-vmd without sleep tiers */
+				continue;
+			}
+			if (r < 0)
+				return r;
+			json_object_put(reply);
+			out->session = true;
+			out->woken = out->woken || asleep;
+			continue;
+		}
+		if (asleep) {
+			/* Asleep, and no vm.session to wake it: vm.resume. */
+			json_object *req = req_name("vm.resume", name);
+
+			json_object_put(reply);
+			json_object_object_add(req, "wait", json_object_new_boolean(true));
+			r = call(fd, req, READY_TIMEOUT_S, &reply, err, errsz);
+			if (r < 0)
+				return r;
+			json_object_put(reply);
+			out->woken = true;
+			continue;
+		}
 		if (strcmp(state, "running") == 0) {
 			json_object *v;
 
@@ -233,19 +271,24 @@ int shell_vm_ready(const char *home, const char *user, const char *name, const c
 			out->woken = true;
 			continue;
 		}
-		if (strcmp(state, "paused") == 0 || strcmp(state, "hibernated") == 0) {
-			/* Issue 6 (pause/hibernate) adds vm.resume; until then this
-			 * answers EOPNOTSUPP and the login says so. */
-			json_object *req = req_name("vm.resume", name);
-
-			r = call(fd, req, READY_TIMEOUT_S, &reply, err, errsz);
-			if (r < 0)
-				return r;
-			json_object_put(reply);
-			out->woken = true;
-			continue;
-		}
 		/* starting, stopping, resuming: wait for it to settle. */
 		usleep(250000);
 	}
+}
+
+void shell_vm_session_end(const char *home, const char *name)
+{
+	char sock[4096], err[256];
+	_cleanup_close_ int fd = -1;
+	json_object *req, *reply = NULL;
+
+	if (hutch_path(sock, sizeof sock, home, "run/vmd.sock") < 0)
+		return;
+	fd = ctl_connect(sock);
+	if (fd < 0)
+		return;
+	req = req_name("vm.session", name);
+	json_object_object_add(req, "action", json_object_new_string("end"));
+	if (call(fd, req, 30, &reply, err, sizeof err) == 0)
+		json_object_put(reply);
 }

@@ -31,7 +31,8 @@ struct shell_vm {
 	char known_hosts[4096];
 	bool onboarded;		/* created by this login */
 	bool woken;		/* was not running before this login */
-	char was[32];		/* its state before */
+	char was[32];		/* its state (or sleep tier) before */
+	bool session;		/* hutch-vmd counts this session (vm.session begin) */
 };
 
 /* shell-vm.c */
@@ -41,11 +42,16 @@ bool shell_vm_suffix_ok(const char *s);
 /*
  * Makes the VM NAME ready for a session: creates it from TEMPLATE when it
  * does not exist (at most MAX_VMS per USER), starts it when stopped or
- * crashed, wakes it when paused or hibernated, and waits until its SSH
- * server answers. On failure ERR says what the user should know.
+ * crashed, and opens a session on it (vm.session begin: wakes it when
+ * paused or hibernated, and keeps it awake until shell_vm_session_end),
+ * then waits until its SSH server answers. With a hutch-vmd that has no
+ * sleep tiers, the session is not counted. On failure ERR says what the
+ * user should know.
  */
 int shell_vm_ready(const char *home, const char *user, const char *name, const char *template_name,
 		   unsigned max_vms, struct shell_vm *vm, char *err, size_t errsz);
+
+void shell_vm_session_end(const char *home, const char *name);
 
 /* shell-cast.c: asciicast v2 (https://docs.asciinema.org/manual/asciicast/v2/) */
 struct shell_cast;

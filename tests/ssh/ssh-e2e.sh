@@ -6,7 +6,7 @@
 # stdin, stdout and stderr pass through; scp and sftp round trips are
 # byte-identical; command strings that try to escape stay in the user's own
 # VMs; agent and X11 forwarding do not reach the guest; a stopped VM is
-# started by the login; an interactive session has a pty that follows window
+# started by the login, a paused or hibernated one woken (memory kept); an interactive session has a pty that follows window
 # size changes and is recorded as asciicast v2 that `asciinema play` replays;
 # the audit log lists it all and verifies, and editing one line breaks it.
 . "$(dirname "$0")/../functions.sh"
@@ -158,6 +158,35 @@ assert_eq "$(ssh_cmd alice cat /root/mine)" alice-secret "login to a stopped VM"
 t1=$(date +%s.%N)
 echo "ssh to a stopped VM (boot under TCG): $(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}') s"
 assert_eq "$(vm_field alice state)" running "alice after the login"
+
+# Sleep tiers (hutch-vmd's pause and hibernate): a login wakes the VM, and an
+# open session counts as activity.
+if hutch vm hibernate --help >/dev/null 2>&1; then
+	ssh_cmd alice 'echo in-memory > /tmp/inmem' || fail "write to alice's tmpfs"
+	ssh_cmd alice 'sleep 6' &
+	sess=$!
+	has_sessions() { [ "$(hutch vm info "$1" --json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin).get("sessions"))')" = "$2" ]; }
+	wait_for 30 has_sessions alice 1 ||
+		fail "hutch-vmd does not count alice's open session"
+	wait "$sess" || fail "the session during the count"
+	hutch vm pause alice >/dev/null || fail "vm pause alice"
+	t0=$(date +%s.%N)
+	assert_eq "$(ssh_cmd alice cat /tmp/inmem)" in-memory "login to a paused VM"
+	t1=$(date +%s.%N)
+	echo "ssh to a paused VM, 'cat': $(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}') s"
+	hutch vm hibernate alice >/dev/null || fail "vm hibernate alice"
+	assert_eq "$(vm_field alice tier)" hibernated "alice after hibernate"
+	t0=$(date +%s.%N)
+	assert_eq "$(ssh_cmd alice cat /tmp/inmem)" in-memory "login to a hibernated VM (memory kept)"
+	t1=$(date +%s.%N)
+	echo "ssh to a hibernated VM, 'cat': $(echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}') s"
+	hutch audit show --type session --json | "$PYTHON" -c '
+import json, sys
+was = {r.get("vm_was") for r in json.load(sys.stdin) if r["event"] == "start" and r["vm"] == "alice"}
+assert {"paused", "hibernated"} <= was, was' || fail "audit does not show the paused and hibernated logins"
+else
+	echo "note: this hutch-vmd has no sleep tiers (vm pause/hibernate); the wake-on-login check did not run"
+fi
 
 # The audit log lists it all and verifies.
 hutch audit verify >/dev/null || fail "audit verify: $(hutch audit verify 2>&1)"
