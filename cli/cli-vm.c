@@ -215,11 +215,14 @@ static int cmd_start(int argc, char **argv) { return simple(argc, argv, "vm.star
 static int cmd_stop(int argc, char **argv) { return simple(argc, argv, "vm.stop", "stopped"); }
 static int cmd_restart(int argc, char **argv) { return simple(argc, argv, "vm.restart", "restarted"); }
 static int cmd_rm(int argc, char **argv) { return simple(argc, argv, "vm.rm", "removed"); }
+static int cmd_pause(int argc, char **argv) { return simple(argc, argv, "vm.pause", "paused"); }
+static int cmd_hibernate(int argc, char **argv) { return simple(argc, argv, "vm.hibernate", "hibernated"); }
+static int cmd_resume(int argc, char **argv) { return simple(argc, argv, "vm.resume", "resumed"); }
 
 static int cmd_list(int argc, char **argv)
 {
-	static const char *const headers[] = { "NAME", "STATE", "TEMPLATE", "CPUS", "MEMORY", "SSH", "PID", "NOTE" };
-	static const bool right[] = { false, false, false, true, true, true, true, false };
+	static const char *const headers[] = { "NAME", "STATE", "SINCE", "TEMPLATE", "CPUS", "MEMORY", "SSH", "PID", "NOTE" };
+	static const bool right[] = { false, false, false, false, true, true, true, true, false };
 	json_object *reply, *vms;
 	struct cli_table *t;
 	size_t n;
@@ -241,17 +244,25 @@ static int cmd_list(int argc, char **argv)
 		json_object_put(reply);
 		return 0;
 	}
-	t = cli_table_new(8, headers, right);
+	t = cli_table_new(9, headers, right);
 	for (size_t i = 0; i < n; i++) {
 		json_object *o = json_object_array_get_idx(vms, i);
-		char cpus[16], port[16], pid[16];
-		bool running = strcmp(cli_get_str(o, "state"), "running") == 0;
+		char cpus[16], port[16], pid[16], since[32] = "-";
+		const char *tier = cli_get_str(o, "tier");
+		bool asleep = *tier && strcmp(tier, "awake") != 0;
+		bool running = strcmp(cli_get_str(o, "state"), "running") == 0 && !asleep;
+		time_t ts = (time_t)cli_get_u64(o, "tier_since");
+
+		/* A sleeping VM shows its tier, and since when it sleeps. */
+		if (asleep && ts)
+			strftime(since, sizeof since, "%Y-%m-%d %H:%M:%S", localtime(&ts));
 
 		snprintf(cpus, sizeof cpus, "%" PRIu64, cli_get_u64(o, "cpus"));
 		snprintf(port, sizeof port, "%" PRIu64, cli_get_u64(o, "ssh_port"));
 		snprintf(pid, sizeof pid, "%" PRIu64, cli_get_u64(o, "pid"));
-		const char *cells[8] = {
-			cli_get_str(o, "name"), cli_get_str(o, "state"), cli_get_str(o, "template"),
+		const char *cells[9] = {
+			cli_get_str(o, "name"), asleep ? tier : cli_get_str(o, "state"), since,
+			cli_get_str(o, "template"),
 			cpus, cli_size(cli_get_u64(o, "memory")), running ? port : "-",
 			running ? pid : "-", cli_get_str(o, "error"),
 		};
@@ -334,6 +345,13 @@ static int cmd_ssh(int argc, char **argv)
 		return cli_usage("expected NAME [COMMAND...]");
 	if (argc - first > 40)
 		return cli_usage("too many command words; quote the command instead");
+	/* A sleeping VM wakes first (a no-op for one awake or stopped). */
+	{
+		json_object *w = request("vm.resume", argv[first]);
+
+		if (cli_vmd_call(w, NULL))
+			return 1;
+	}
 	if (get_info(argv[first], &reply, &vm))
 		return 1;
 	if (strcmp(cli_get_str(vm, "state"), "running") != 0) {
@@ -486,7 +504,15 @@ static const struct cli_cmd vm_cmds[] = {
 	  "Options:\n  --force   kill QEMU at once (the guest's unwritten data is lost)\n", cmd_stop },
 	{ "restart", "NAME", "stop, then start", NULL, cmd_restart },
 	{ "rm", "NAME", "stop a VM and delete it with its disk", NULL, cmd_rm },
-	{ "list", NULL, "VMs, their state and SSH port", NULL, cmd_list },
+	{ "pause", "NAME", "stop the guest's CPUs, memory stays resident (resume: well under 1 ms)",
+	  NULL, cmd_pause },
+	{ "hibernate", "NAME", "save the guest's memory into the store and end its QEMU",
+	  "The guest's processes and open files carry on after `hutch vm resume NAME`\n"
+	  "(or `vm start`, `vm ssh`). Its memory dedups against other VMs and its last\n"
+	  "hibernation in the store.\n", cmd_hibernate },
+	{ "resume", "NAME", "wake a paused or hibernated VM (its clock is set right)",
+	  "Options:\n  --no-wait   return once the guest runs, before its SSH answers\n", cmd_resume },
+	{ "list", NULL, "VMs, their state (or sleep tier, and since when) and SSH port", NULL, cmd_list },
 	{ "info", "NAME", "one VM in detail (accelerator, uid, identity, logs)", NULL, cmd_info },
 	{ "console", "NAME", "attach to the serial console (Ctrl-] leaves)",
 	  "Options:\n  --log   print the console output so far and exit\n", cmd_console },
@@ -502,6 +528,6 @@ static const struct cli_cmd vm_cmds[] = {
 
 const struct cli_group cli_group_vm = {
 	.name = "vm",
-	.summary = "virtual machines: create, start, stop, restart, rm, list, info, console, ssh, fork",
+	.summary = "virtual machines: create, start, stop, restart, rm, list, info, console, ssh, fork, pause, hibernate, resume",
 	.cmds = vm_cmds,
 };

@@ -147,11 +147,31 @@ struct cfg_section {
 
 #define SECTION(n, k, d) { n, k, sizeof(k) / sizeof((k)[0]), d }
 
+static const struct cfg_key idle_keys[] = {
+	{ "enabled", CFG_BOOL, FIELD(idle.enabled), "true", 0, 0, NULL,
+	  "hutch-vmd pauses, then hibernates, VMs that stay idle (no open session, and CPU, "
+	  "disk and network below the thresholds for a whole window)." },
+	{ "window", CFG_MS, FIELD(idle.window_ms), "60s", 200, 3600000, NULL,
+	  "Activity is measured over windows this long; a VM is idle after a whole quiet window." },
+	{ "cpu_percent", CFG_UINT, FIELD(idle.cpu_percent), "10", 0, 100000, NULL,
+	  "CPU time of the VM's QEMU, in percent of one host CPU, above which the VM is busy." },
+	{ "disk_rate", CFG_SIZE64, FIELD(idle.disk_rate), "64K", 0, 0, NULL,
+	  "Disk bytes per second (read plus written) above which the VM is busy." },
+	{ "net_rate", CFG_SIZE64, FIELD(idle.net_rate), "16K", 0, 0, NULL,
+	  "Network bytes per second above which the VM is busy (QEMU's other I/O, "
+	  "its disk traffic not counted)." },
+	{ "pause_after", CFG_MS, FIELD(idle.pause_after_ms), "10m", 0, 4000000000u, NULL,
+	  "An idle VM is paused (vCPUs stopped, memory resident) after this long; 0 = never." },
+	{ "hibernate_after", CFG_MS, FIELD(idle.hibernate_after_ms), "30m", 0, 4000000000u, NULL,
+	  "An idle VM is hibernated (memory into the store, QEMU gone) after this long; 0 = never." },
+};
+
 static const struct cfg_section sections[] = {
 	SECTION("store", store_keys, "The image store (used by hutch-storaged)."),
 	SECTION("storaged", storaged_keys, "The hutch-storaged daemon."),
 	SECTION("nbd", nbd_keys, "hutch-storaged's NBD server."),
 	SECTION("vmd", vmd_keys, "hutch-vmd: VMs and templates."),
+	SECTION("idle", idle_keys, "hutch-vmd's idle policy: when VMs go to sleep."),
 };
 
 static const struct cfg_section *find_section(const char *name)

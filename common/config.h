@@ -46,6 +46,16 @@ struct hutch_config {
 		unsigned uid_count;
 		unsigned tcg_tb_size;	/* MiB of TCG translation cache per VM; 0 = QEMU's */
 	} vmd;
+
+	struct {
+		bool enabled;		/* hutch-vmd puts idle VMs to sleep */
+		unsigned window_ms;	/* activity is measured over this long */
+		unsigned cpu_percent;	/* QEMU CPU time, percent of one host CPU */
+		uint64_t disk_rate;	/* bytes/s read+written on the VM's disk */
+		uint64_t net_rate;	/* bytes/s of other QEMU I/O (network) */
+		unsigned pause_after_ms;	/* idle this long: paused */
+		unsigned hibernate_after_ms;	/* idle this long: hibernated into the store */
+	} idle;
 };
 
 void config_defaults(struct hutch_config *c);

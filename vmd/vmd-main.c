@@ -271,6 +271,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	pthread_detach(monitor);
+	if (pthread_create(&monitor, NULL, vmd_idle_thread, &d) == 0)
+		pthread_detach(monitor);
+	else
+		log_warn("cannot start the idle policy thread: idle VMs stay awake");
 	{
 		char pidpath[VMD_PATH_MAX], pid[32];
 		int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());

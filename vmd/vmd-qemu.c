@@ -332,6 +332,11 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	unlink(path);
 	xsnprintf(path, sizeof path, "%s/qemu.pid", run);
 	unlink(path);
+	if (!vm->incoming) {
+		/* A cold boot starts from empty RAM, not an earlier run's file. */
+		xsnprintf(path, sizeof path, "%s/ram", run);
+		unlink(path);
+	}
 
 	/* Identity, read by the guest from fw_cfg at every boot. A fresh seed each boot. */
 	if (random_hex(seed, 64) < 0)
@@ -370,8 +375,13 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	args_add(&a, "%s", d->cfg.vmd.qemu);
 	args_add(&a, "-name");
 	args_add(&a, "%s,debug-threads=on", vm->name);
+	/* Guest RAM in a shared file: hibernation saves it page-aligned into the
+	 * store and a resumed QEMU maps it back (vmd-sleep.c). */
+	args_add(&a, "-object");
+	args_add(&a, "memory-backend-file,id=ram0,size=%" PRIu64 "M,mem-path=%s/ram,share=on",
+		 vm->memory >> 20, run);
 	args_add(&a, "-machine");
-	args_add(&a, "q35");
+	args_add(&a, "q35,memory-backend=ram0");
 	args_add(&a, "-accel");
 	if (strcmp(d->accel, "tcg") == 0 && d->cfg.vmd.tcg_tb_size)
 		args_add(&a, "tcg,tb-size=%u", d->cfg.vmd.tcg_tb_size);
@@ -433,6 +443,12 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	if (vm->uid) {
 		args_add(&a, "-runas");
 		args_add(&a, "%u:%u", vm->uid, vm->uid);
+	}
+	if (vm->incoming) {
+		/* Resume: wait for the device state, stay stopped until vmd says cont. */
+		args_add(&a, "-incoming");
+		args_add(&a, "defer");
+		args_add(&a, "-S");
 	}
 	args_add(&a, "-daemonize");
 

@@ -93,6 +93,9 @@ json_object *vm_to_json(const struct vmd *d, struct vm *vm, bool detail)
 	json_object_object_add(o, "ssh_port", json_object_new_int(vm->ssh_port));
 	json_object_object_add(o, "accel", json_object_new_string(vm->accel));
 	json_object_object_add(o, "error", json_object_new_string(vm->error));
+	json_object_object_add(o, "tier", json_object_new_string(vm_tier_name(vm->tier)));
+	json_object_object_add(o, "tier_since", json_object_new_uint64(vm->tier_since));
+	json_object_object_add(o, "sessions", json_object_new_int((int)vm->sessions));
 	if (!detail)
 		return o;
 	json_object_object_add(o, "cmdline", json_object_new_string(vm->cmdline));
@@ -136,6 +139,10 @@ int vm_record_save(const struct vmd *d, struct vm *vm)
 	json_object_object_add(o, "accel", json_object_new_string(vm->accel));
 	json_object_object_add(o, "started", json_object_new_uint64(vm->started));
 	json_object_object_add(o, "error", json_object_new_string(vm->error));
+	json_object_object_add(o, "tier", json_object_new_string(vm_tier_name(vm->tier)));
+	json_object_object_add(o, "tier_since", json_object_new_uint64(vm->tier_since));
+	json_object_object_add(o, "hib_gen", json_object_new_int64(vm->hib_gen));
+	json_object_object_add(o, "hib_state_size", json_object_new_uint64(vm->hib_state_size));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
 	r = vm_dir(d, vm->name, "vm.json", path, sizeof path);
 	if (r == 0)
@@ -174,7 +181,7 @@ struct vm *vm_new(void)
 int vm_record_load(const struct vmd *d, const char *name, struct vm **out)
 {
 	char path[VMD_PATH_MAX];
-	char state[32] = "stopped";
+	char state[32] = "stopped", tier[32] = "awake";
 	json_object *o;
 	struct vm *vm;
 	int r;
@@ -199,6 +206,11 @@ int vm_record_load(const struct vmd *d, const char *name, struct vm **out)
 	copy_str(o, "state", state, sizeof state);
 	copy_str(o, "accel", vm->accel, sizeof vm->accel);
 	copy_str(o, "error", vm->error, sizeof vm->error);
+	copy_str(o, "tier", tier, sizeof tier);
+	vm->tier = vm_tier_from_name(tier);
+	vm->tier_since = (uint64_t)get_i64(o, "tier_since");
+	vm->hib_gen = (unsigned)get_i64(o, "hib_gen");
+	vm->hib_state_size = (uint64_t)get_i64(o, "hib_state_size");
 	vm->cpus = (unsigned)get_i64(o, "cpus");
 	vm->memory = (uint64_t)get_i64(o, "memory");
 	vm->uid = (unsigned)get_i64(o, "uid");

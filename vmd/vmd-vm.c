@@ -147,6 +147,10 @@ static int vm_start_locked(struct vmd *d, struct vm *vm, bool wait, char *err, s
 {
 	int r;
 
+	/* A sleeping VM wakes instead: resumed from the store, or continued. */
+	r = vm_wake_locked(d, vm, wait, err, errsz);
+	if (r != 0)
+		return r < 0 ? r : 0;
 	pthread_mutex_lock(&d->lock);
 	if (vm->state == VM_RUNNING) {
 		pthread_mutex_unlock(&d->lock);
@@ -198,6 +202,7 @@ static int vm_stop_locked(struct vmd *d, struct vm *vm, bool force, char *err, s
 	pid_t pid;
 	int pidfd, r = -ETIMEDOUT;
 
+	vm_sleep_before_stop(d, vm, force);
 	pthread_mutex_lock(&d->lock);
 	if (vm->state != VM_RUNNING) {
 		/* Stopping a crashed VM acknowledges it. */
@@ -366,6 +371,7 @@ int vmd_load_all(struct vmd *d)
 				 strerror(-r));
 			continue;
 		}
+		vm_sleep_recover(d, vm);
 		if (vm->state == VM_RUNNING) {
 			int pfd = vm_qemu_is_ours(d, vm, vm->pid) ?
 				  (int)syscall(SYS_pidfd_open, vm->pid, 0) : -1;
@@ -649,6 +655,7 @@ static int op_simple(struct vmd *d, int fd, const char *op, json_object *req)
 			if (r == -ENOENT)
 				r = 0;	/* already gone: still remove the record */
 			if (r == 0) {
+				vm_sleep_forget(d, vm);
 				vm_destroy(d, vm, false);
 				log_info("VM %s removed", name);
 			}
@@ -689,6 +696,9 @@ int vmd_op(struct vmd *d, int fd, const char *op, json_object *req)
 	if (strcmp(op, "vm.info") == 0 || strcmp(op, "vm.start") == 0 || strcmp(op, "vm.stop") == 0 ||
 	    strcmp(op, "vm.restart") == 0 || strcmp(op, "vm.rm") == 0)
 		return op_simple(d, fd, op, req);
+	if (strcmp(op, "vm.pause") == 0 || strcmp(op, "vm.hibernate") == 0 ||
+	    strcmp(op, "vm.resume") == 0 || strcmp(op, "vm.session") == 0)
+		return vmd_sleep_op(d, fd, op, req);
 	if (strncmp(op, "template.", 9) == 0)
 		return vmd_template_op(d, fd, op, req);
 	return ctl_reply_error(fd, EOPNOTSUPP, "unknown op '%s' (see docs/hutch-vmd.md)", op);

@@ -25,6 +25,17 @@
 
 enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_STOPPING, VM_CRASHED };
 
+/* Sleep tier (vmd-sleep.c): paused = vCPUs stopped (state running);
+ * hibernated = memory and device state in the store, no QEMU (state stopped). */
+enum vm_tier { TIER_AWAKE, TIER_PAUSED, TIER_HIBERNATED };
+
+/* Idle policy bookkeeping of one VM (vmd-idle.c), under vmd->lock. */
+struct vm_idle {
+	pid_t pid;			/* the QEMU the counters below belong to */
+	uint64_t sample_ns, cpu_ticks, io_bytes, disk_bytes;
+	uint64_t busy_ns;		/* last time it was found busy (or woken) */
+};
+
 struct vm {
 	/* The record (vms/NAME/vm.json); changed only under op_lock. */
 	char name[HUTCH_NAME_MAX + 1];
@@ -37,6 +48,10 @@ struct vm {
 	uint64_t memory;
 	unsigned uid;			/* QEMU's uid; 0 = same as hutch-vmd */
 	uint64_t created;
+	enum vm_tier tier;
+	uint64_t tier_since;		/* unix seconds */
+	unsigned hib_gen;		/* store images vm.NAME.ram.GEN / .state.GEN; 0 = none */
+	uint64_t hib_state_size;	/* bytes of the device state stream */
 
 	pthread_mutex_t op_lock;
 
@@ -52,6 +67,9 @@ struct vm {
 	char error[1024];		/* why it crashed or failed to start */
 	bool removed;			/* unlinked from the list; freed at the last ref */
 	unsigned refs;
+	bool incoming;			/* next QEMU waits for a migration stream (resume) */
+	unsigned sessions;		/* open sessions (vm.session), keep it awake */
+	struct vm_idle idle;
 	struct vm *next;
 };
 
@@ -112,6 +130,26 @@ int vmd_load_all(struct vmd *d);
 void *vmd_monitor_thread(void *arg);
 void vmd_monitor_kick(struct vmd *d);
 int vmd_op(struct vmd *d, int fd, const char *op, json_object *req);
+
+/* vmd-sleep.c: pause, hibernate, resume. Callers hold vm->op_lock. */
+const char *vm_tier_name(enum vm_tier t);
+enum vm_tier vm_tier_from_name(const char *s);
+int vm_pause_locked(struct vmd *d, struct vm *vm, char *err, size_t errsz);
+int vm_hibernate_locked(struct vmd *d, struct vm *vm, char *err, size_t errsz);
+/* Wakes a paused or hibernated VM: 1 when it slept, 0 when it was awake. */
+int vm_wake_locked(struct vmd *d, struct vm *vm, bool wait, char *err, size_t errsz);
+/* Before a stop: a paused guest is continued (so it sees the power button),
+ * a hibernated one resumed, or with FORCE its saved memory dropped. */
+void vm_sleep_before_stop(struct vmd *d, struct vm *vm, bool force);
+/* Removes the VM's hibernation images (vm rm). */
+void vm_sleep_forget(struct vmd *d, struct vm *vm);
+/* At start-up, before the VM is linked: finishes or undoes a hibernate or
+ * resume that a killed hutch-vmd left half done. */
+void vm_sleep_recover(struct vmd *d, struct vm *vm);
+int vmd_sleep_op(struct vmd *d, int fd, const char *op, json_object *req);
+
+/* vmd-idle.c: the idle policy thread */
+void *vmd_idle_thread(void *arg);
 
 /* vmd-template.c */
 int vmd_template_op(struct vmd *d, int fd, const char *op, json_object *req);
