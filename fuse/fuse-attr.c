@@ -79,7 +79,7 @@ static void stat_dir(struct stat *st, fuse_ino_t ino)
 	st->st_nlink = 2;
 }
 
-int node_stat(struct node *n, struct stat *st)
+int node_stat_with(struct node *n, const struct fctl_image *known, struct stat *st)
 {
 	char ref[REF_MAX];
 	struct fctl_image info;
@@ -101,7 +101,7 @@ int node_stat(struct node *n, struct stat *st)
 		return 0;
 	case NODE_SNAPDIR:
 		/* Exists while its image does. */
-		r = fctl_image_info(ref, &info);
+		r = known ? 0 : fctl_image_info(ref, &info);
 		if (r < 0)
 			return r;
 		stat_dir(st, n->ino);
@@ -114,8 +114,9 @@ int node_stat(struct node *n, struct stat *st)
 			st->st_nlink = 1;
 			return 0;
 		}
-		r = fctl_image_info(ref, &info);
-		if (r < 0)
+		if (known)
+			info = *known;
+		else if ((r = fctl_image_info(ref, &info)) < 0)
 			return r;
 		st->st_ino = n->ino;
 		st->st_mode = S_IFREG | (info.readonly ? 0400 : 0600);
@@ -132,7 +133,12 @@ int node_stat(struct node *n, struct stat *st)
 	return -EIO;
 }
 
-void reply_entry(fuse_req_t req, struct node *n)
+int node_stat(struct node *n, struct stat *st)
+{
+	return node_stat_with(n, NULL, st);
+}
+
+void reply_entry_with(fuse_req_t req, struct node *n, const struct fctl_image *known)
 {
 	struct fuse_entry_param e = {
 		.ino = n->ino,
@@ -140,9 +146,14 @@ void reply_entry(fuse_req_t req, struct node *n)
 		.attr_timeout = fs_cfg.attr_timeout,
 		.entry_timeout = fs_cfg.attr_timeout,
 	};
-	int r = node_stat(n, &e.attr);
+	int r = node_stat_with(n, known, &e.attr);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
 		fuse_reply_entry(req, &e);
+}
+
+void reply_entry(fuse_req_t req, struct node *n)
+{
+	reply_entry_with(req, n, NULL);
 }

@@ -34,7 +34,7 @@ static void lookup_ref(fuse_req_t req, enum node_kind kind, const char *ref)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	reply_entry(req, n);
+	reply_entry_with(req, n, &info);	/* one image.info per lookup, not two */
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

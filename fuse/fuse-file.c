@@ -211,13 +211,15 @@ static int do_open(struct node *n, struct fuse_file_info *fi)
 	if (n->kind == NODE_SNAP &&
 	    ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
 		return -EROFS;
-	r = node_size(n, &size);
-	if (r < 0)
-		return r;
 	/* Truncating a disk image on open is almost always a mistake (cp or
 	 * dd onto an existing name): refuse rather than destroy it. */
-	if ((fi->flags & O_TRUNC) && size > 0)
-		return -EEXIST;
+	if (fi->flags & O_TRUNC) {
+		r = node_size(n, &size);
+		if (r < 0)
+			return r;
+		if (size > 0)
+			return -EEXIST;
+	}
 	struct fhandle *fh = calloc(1, sizeof(*fh));
 	if (!fh)
 		return -ENOMEM;

@@ -139,6 +139,9 @@ void node_forget_size(struct node *n);
 /* ---- fuse-attr.c: attributes ----------------------------------------- */
 /* Fill st for node N (asks storaged for images and snapshots). */
 int node_stat(struct node *n, struct stat *st);
+/* The same with the image.info reply already at hand (KNOWN may be NULL). */
+int node_stat_with(struct node *n, const struct fctl_image *known, struct stat *st);
+void reply_entry_with(fuse_req_t req, struct node *n, const struct fctl_image *known);
 /* Allocated bytes from NBD block status (base:allocation). */
 int node_allocated(struct node *n, uint64_t size, uint64_t *out);
 void reply_entry(fuse_req_t req, struct node *n);
