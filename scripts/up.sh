@@ -1,8 +1,10 @@
 #!/bin/bash
 # Brings hutch up on this machine with nothing to configure: installs what
-# is missing (Debian 12), builds, and starts the daemons on $HUTCH_HOME
-# (default /var/lib/hutch as root, ~/.hutch otherwise). The store is made
-# on first start. Prints how to use it. `scripts/up.sh --stop` stops it.
+# is missing (Debian 12), builds, starts hutch-storaged and hutch-vmd on
+# $HUTCH_HOME (default /var/lib/hutch as root, ~/.hutch otherwise), builds
+# the test template if there is none, creates a first VM, and prints how to
+# reach it. The store is made on first start. `scripts/up.sh --stop` stops
+# the daemons (VMs keep running and are re-adopted at the next start).
 set -eu
 cd "$(dirname "$0")/.."
 src=$(pwd)
@@ -25,6 +27,13 @@ stop_daemon() {	# NAME
 }
 
 if [ "${1:-}" = "--stop" ]; then
+	# VMs first (ACPI shutdown, then killed after vmd's timeout), then the daemons.
+	hutch="$build/cli/hutch"
+	if [ -x "$hutch" ] && "$hutch" vm list >/dev/null 2>&1; then
+		for vm in $("$hutch" --json vm list | jq -r '.[] | select(.state == "running") | .name'); do
+			"$hutch" vm stop "$vm"
+		done
+	fi
 	stop_daemon vmd
 	stop_daemon storaged
 	exit 0
@@ -60,17 +69,18 @@ start_daemon() {
 
 start_daemon storaged "$build/storaged/hutch-storaged"
 
-hutch="$build/cli/hutch"
+# hutch-vmd, the test template "default" (built from Debian packages the
+# first time), and a first VM.
+HUTCH_BUILD="$build" scripts/vmd-up.sh first
+
 cat <<EOT
 
-hutch is up on HUTCH_HOME=$HUTCH_HOME.
+hutch is up on HUTCH_HOME=$HUTCH_HOME. To use it from this shell:
 
   export HUTCH_HOME=$HUTCH_HOME PATH=$build/cli:\$PATH
-  hutch image create demo 1G
-  qemu-io -f raw -c 'write -P 0x5a 0 1M' 'nbd+unix:///demo?socket=$HUTCH_HOME/run/nbd.sock'
-  hutch image snapshot demo first && hutch image fork demo@first demo2
+  hutch vm ssh first                 # a shell in the first VM
+  hutch vm create alice              # another VM, forked from the template in O(1)
   hutch image list && hutch store stats
 
 Stop it with: scripts/up.sh --stop
 EOT
-"$hutch" store stats >/dev/null 2>&1 || echo "warning: hutch store stats failed" >&2
