@@ -71,6 +71,7 @@ stats=$(hutch store stats --json) || fail "store stats"
 unique=$(printf '%s' "$stats" | "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['unique_data'])")
 tmpl=$(hutch image info template.default --json | "$PYTHON" -c "import json,sys; print(json.load(sys.stdin)['allocated'])")
 echo "template allocated $tmpl bytes; unique data with three VMs $unique bytes"
+hutch store stats
 [ "$unique" -lt $((tmpl * 3 / 2)) ] || fail "three VMs cost $unique bytes, template alone $tmpl"
 
 hutch vm rm a || fail "vm rm a"
