@@ -1,7 +1,7 @@
 #!/bin/bash
 # Description: a real sshd on a loopback port refuses an unknown key and
-# every kind of forwarding; a known key whose VM service is down gets a
-# clear message, exit 255, no hang, and an audit record; VM names that try
+# every kind of forwarding; a known key whose VM service is down (or hung)
+# gets a clear message, exit 255, no hang, and an audit record; VM names that try
 # to leave the user's own VMs are refused before anything runs.
 . "$(dirname "$0")/../functions.sh"
 . "$(dirname "$0")/ssh-functions.sh"
@@ -27,6 +27,22 @@ import json, sys
 r = [x for x in json.load(sys.stdin) if x["event"] == "refused"]
 print(r[-1]["user"], r[-1]["vm"], r[-1]["key"].startswith("SHA256:"), "hutch-vmd" in r[-1]["error"])')
 assert_eq "$rec" "alice alice True True" "audit record of the refused login"
+
+# A hung hutch-vmd (accepts, never answers): the login gives up with a message.
+mkdir -p "$HUTCH_HOME/run"
+"$PYTHON" -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8); time.sleep(300)' \
+	"$HUTCH_HOME/run/vmd.sock" &
+hung=$!
+cleanup_fn sh -c "kill $hung 2>/dev/null; true"
+wait_for 10 test -S "$HUTCH_HOME/run/vmd.sock" || fail "fake hung hutch-vmd did not start"
+start=$(date +%s)
+out=$(SSH_TIMEOUT=90 ssh_cmd alice hostname 2>&1); st=$?
+assert_eq "$st" 255 "exit status with hutch-vmd hung"
+assert_contains "$out" "did not answer within 30 s" "message with hutch-vmd hung"
+[ $(($(date +%s) - start)) -le 60 ] || fail "login with hutch-vmd hung took over 60 s"
+kill "$hung"; wait "$hung" 2>/dev/null
+rm -f "$HUTCH_HOME/run/vmd.sock"
 
 # Names that try to leave the user's own VMs never reach hutch-vmd.
 for bad in 'vm=../bob hostname' 'vm=bob;id hostname' 'vm=$(id) hostname' "vm='bob' hostname" 'vm=a/b true'; do
