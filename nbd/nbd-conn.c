@@ -128,7 +128,8 @@ void nbd_conn_drop(struct nbd_conn *c, const char *why)
 
 static bool backpressured(const struct nbd_conn *c)
 {
-	return c->out_count >= c->max_inflight || c->out_bytes >= NBD_MAX_OUT_BYTES;
+	return c->out_count + c->inflight + c->nbatch >= c->max_inflight ||
+	       c->out_bytes >= NBD_MAX_OUT_BYTES;
 }
 
 bool nbd_conn_want_recv(const struct nbd_conn *c)
@@ -147,7 +148,8 @@ bool nbd_conn_want_recv(const struct nbd_conn *c)
 
 bool nbd_conn_finished(const struct nbd_conn *c)
 {
-	return c->state == NBD_ST_DEAD || (c->state == NBD_ST_CLOSING && !c->out_head);
+	return c->state == NBD_ST_DEAD ||
+	       (c->state == NBD_ST_CLOSING && !c->out_head && !c->inflight);
 }
 
 void nbd_conn_recv_buf(struct nbd_conn *c, void **buf, size_t *len)
@@ -180,6 +182,8 @@ void nbd_conn_process(struct nbd_conn *c)
 			break;
 		pos += used;
 	}
+	nbd_conn_flush_batch(c);
+	c->nbatch = 0;
 	if (c->state == NBD_ST_CLOSING || c->state == NBD_ST_DEAD) {
 		c->in_len = 0;	/* nothing more is read from this client */
 		return;

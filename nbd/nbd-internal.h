@@ -44,6 +44,18 @@ struct nbd_request {
 	uint32_t len;
 };
 
+/* A request that calls the backend, possibly on an executor thread. */
+struct nbd_job {
+	struct nbd_job *next;
+	struct nbd_conn *c;
+	void *owner;		/* the event loop's connection */
+	struct nbd_request req;
+	uint8_t *payload;	/* WRITE data (owned) */
+	struct nbd_out *o;	/* READ / BLOCK_STATUS reply being filled */
+	int err;
+	bool submitted;		/* went to an executor: counted in c->inflight */
+};
+
 struct nbd_conn {
 	const struct nbd_backend *be;
 	uint32_t max_request;
@@ -78,6 +90,14 @@ struct nbd_conn {
 	unsigned nbuf_cache;
 
 	uint64_t requests;
+
+	/* jobs parsed in this batch, and jobs out on executors */
+	struct nbd_job *batch, *batch_tail;
+	unsigned nbatch;
+	unsigned inflight;
+	/* NULL: run every job inline (the fuzzer) */
+	void (*submit)(void *opaque, struct nbd_job *j);
+	void *submit_opaque;
 };
 
 struct nbd_conn *nbd_conn_new(const struct nbd_backend *be, uint32_t max_request,
@@ -124,6 +144,9 @@ size_t nbd_request_step(struct nbd_conn *c, const uint8_t *buf, size_t len);
 /* The payload of c->wreq has fully arrived in c->payload. */
 void nbd_request_payload_done(struct nbd_conn *c);
 int nbd_errno(int err);
+void nbd_job_run(struct nbd_job *j);
+void nbd_job_done(struct nbd_job *j);
+void nbd_conn_flush_batch(struct nbd_conn *c);
 
 /* ---- nbd-server.c / nbd-loop.c: sockets, workers, io_uring ---- */
 #include <pthread.h>
@@ -151,6 +174,7 @@ struct nbd_worker {
 	pthread_mutex_t lock;
 	int *pending_fds;		/* protected by lock */
 	size_t npending, cap_pending;	/* protected by lock */
+	struct nbd_job *done;		/* protected by lock: jobs back from executors */
 	struct nbd_lconn *conns;	/* owned by the worker thread */
 	unsigned nconns;
 	unsigned accepts_pending;
@@ -168,11 +192,20 @@ struct nbd_server {
 	unsigned next_worker;		/* round-robin; only worker 0 accepts */
 	bool stopping;			/* atomic */
 	uint64_t accepted, dropped, requests, active;	/* atomic */
+
+	/* executors: run backend calls of queued jobs */
+	pthread_mutex_t jlock;
+	pthread_cond_t jcond;
+	struct nbd_job *jhead, *jtail;	/* protected by jlock */
+	bool jstop;			/* protected by jlock */
+	pthread_t *executors;
+	unsigned nexecutors;
 };
 
 void *nbd_worker_main(void *arg);
 /* Hands a connected socket to worker w (any thread). */
 void nbd_worker_give(struct nbd_worker *w, int fd);
 void nbd_worker_wake(struct nbd_worker *w);
+void *nbd_executor_main(void *arg);
 
 #endif

@@ -74,6 +74,57 @@ void nbd_worker_give(struct nbd_worker *w, int fd)
 	nbd_worker_wake(w);
 }
 
+/* Called by the engine, on the connection's worker: hand a job to the executors. */
+static void submit_job(void *opaque, struct nbd_job *j)
+{
+	struct nbd_lconn *lc = opaque;
+	struct nbd_server *srv = lc->w->srv;
+
+	j->owner = lc;
+	j->next = NULL;
+	pthread_mutex_lock(&srv->jlock);
+	if (srv->jtail)
+		srv->jtail->next = j;
+	else
+		srv->jhead = j;
+	srv->jtail = j;
+	pthread_cond_signal(&srv->jcond);
+	pthread_mutex_unlock(&srv->jlock);
+}
+
+/* An executor: runs jobs' backend calls and gives each back to the worker that owns its connection. */
+void *nbd_executor_main(void *arg)
+{
+	struct nbd_server *srv = arg;
+
+	pthread_mutex_lock(&srv->jlock);
+	for (;;) {
+		while (!srv->jhead && !srv->jstop)
+			pthread_cond_wait(&srv->jcond, &srv->jlock);
+		if (!srv->jhead)
+			break;
+		struct nbd_job *j = srv->jhead;
+		srv->jhead = j->next;
+		if (!srv->jhead)
+			srv->jtail = NULL;
+		pthread_mutex_unlock(&srv->jlock);
+
+		nbd_job_run(j);
+		struct nbd_worker *w = ((struct nbd_lconn *)j->owner)->w;
+		pthread_mutex_lock(&w->lock);
+		bool was_empty = !w->done;
+		j->next = w->done;
+		w->done = j;
+		pthread_mutex_unlock(&w->lock);
+		if (was_empty)
+			nbd_worker_wake(w);
+
+		pthread_mutex_lock(&srv->jlock);
+	}
+	pthread_mutex_unlock(&srv->jlock);
+	return NULL;
+}
+
 static void free_conn(struct nbd_lconn *lc)
 {
 	struct nbd_worker *w = lc->w;
@@ -101,12 +152,12 @@ static void free_conn(struct nbd_lconn *lc)
 /* Frees the connection once the ring holds no operation on it. */
 static void close_conn(struct nbd_lconn *lc)
 {
-	if (!lc->recv_pending && !lc->send_pending) {
+	if (!lc->recv_pending && !lc->send_pending && !lc->c->inflight) {
 		free_conn(lc);
 		return;
 	}
-	if (lc->cancel_sent)
-		return;
+	if (lc->cancel_sent || (!lc->recv_pending && !lc->send_pending))
+		return;	/* jobs still out: their return calls us again */
 	shutdown(lc->fd, SHUT_RDWR);
 	struct io_uring_sqe *sqe = get_sqe(lc->w);
 	io_uring_prep_cancel_fd(sqe, lc->fd, IORING_ASYNC_CANCEL_ALL);
@@ -174,6 +225,10 @@ static void adopt(struct nbd_worker *w, int fd)
 	}
 	lc->w = w;
 	lc->fd = fd;
+	if (srv->nexecutors) {
+		lc->c->submit = submit_job;
+		lc->c->submit_opaque = lc;
+	}
 	lc->next = w->conns;
 	if (w->conns)
 		w->conns->prev = lc;
@@ -234,7 +289,28 @@ static void on_event(struct nbd_worker *w, int res)
 	size_t n = w->npending;
 	w->pending_fds = NULL;
 	w->npending = w->cap_pending = 0;
+	struct nbd_job *done = w->done;
+	w->done = NULL;
 	pthread_mutex_unlock(&w->lock);
+
+	/* Replies of finished jobs, oldest first. A connection is freed only
+	 * once none of its jobs is out, so a later job's owner is still alive. */
+	struct nbd_job *rev = NULL;
+	while (done) {
+		struct nbd_job *j = done;
+		done = j->next;
+		j->next = rev;
+		rev = j;
+	}
+	while (rev) {
+		struct nbd_job *j = rev;
+		rev = j->next;
+		struct nbd_lconn *lc = j->owner;
+		nbd_job_done(j);
+		if (!nbd_conn_finished(lc->c) && !w->stopping)
+			nbd_conn_process(lc->c);	/* requests held back by back-pressure */
+		kick(lc);
+	}
 
 	bool stop = __atomic_load_n(&w->srv->stopping, __ATOMIC_ACQUIRE);
 	for (size_t i = 0; i < n; i++) {
@@ -246,8 +322,8 @@ static void on_event(struct nbd_worker *w, int res)
 	free(fds);
 	if (stop)
 		begin_stop(w);
-	else
-		arm_event(w);
+	/* kept armed while stopping too: jobs still out come back through it */
+	arm_event(w);
 }
 
 static void on_cqe(struct nbd_worker *w, struct io_uring_cqe *cqe)

@@ -121,30 +121,6 @@ static void reply(struct nbd_conn *c, const struct nbd_request *r, int err)
 	nbd_conn_queue(c, o);
 }
 
-static void do_read(struct nbd_conn *c, const struct nbd_request *r)
-{
-	struct nbd_out *o = nbd_out_new(c, r->len);
-	if (!o) {
-		reply(c, r, -ENOMEM);
-		return;
-	}
-	int err = c->be->pread(c->handle, o->data, r->len, r->offset);
-	if (err < 0) {
-		nbd_buf_put(c, o->data);
-		free(o);
-		reply(c, r, err);
-		return;
-	}
-	if (c->structured) {
-		put_structured(o, r->cookie, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->len);
-		put64(o->hdr + 20, r->offset);
-		o->hdr_len += 8;
-	} else {
-		put_simple(o, r->cookie, 0);
-	}
-	nbd_conn_queue(c, o);
-}
-
 struct extents_ctx {
 	uint8_t *desc;
 	unsigned n, max;
@@ -174,17 +150,14 @@ static int extent_cb(void *opaque, uint64_t off, uint64_t len, uint32_t flags)
 	return x->next >= x->end;
 }
 
-static void do_block_status(struct nbd_conn *c, const struct nbd_request *r)
+static int run_block_status(struct nbd_job *j)
 {
-	unsigned max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS;
-	struct nbd_out *o = nbd_out_new(c, 8u * max);
-	if (!o) {
-		reply(c, r, -ENOMEM);
-		return;
-	}
-	struct extents_ctx x = { .desc = o->data, .max = max, .next = r->offset,
-				 .end = r->offset + r->len };
+	const struct nbd_request *r = &j->req;
+	struct nbd_conn *c = j->c;
+	struct extents_ctx x = { .desc = j->o->data, .max = (unsigned)(j->o->data_len / 8),
+				 .next = r->offset, .end = r->offset + r->len };
 	int err = 0;
+
 	while (x.next < x.end) {
 		uint64_t before = x.next;
 		err = c->be->extents(c->handle, (uint32_t)(x.end - x.next), x.next, extent_cb, &x);
@@ -196,17 +169,8 @@ static void do_block_status(struct nbd_conn *c, const struct nbd_request *r)
 	}
 	if (!err && x.n == 0)
 		err = -EIO;
-	if (err < 0) {
-		nbd_buf_put(c, o->data);
-		free(o);
-		reply(c, r, err);
-		return;
-	}
-	o->data_len = 8u * x.n;
-	put_structured(o, r->cookie, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + (uint32_t)o->data_len);
-	put32(o->hdr + 20, NBD_META_BASE_ALLOCATION);
-	o->hdr_len += 4;
-	nbd_conn_queue(c, o);
+	j->o->data_len = 8u * x.n;
+	return err;
 }
 
 static unsigned be_flags(const struct nbd_request *r)
@@ -215,56 +179,174 @@ static unsigned be_flags(const struct nbd_request *r)
 	       ((r->flags & NBD_CMD_FLAG_FAST_ZERO) ? NBD_BE_FAST_ZERO : 0);
 }
 
-/* Executes a validated request that carries no payload. */
-static void execute(struct nbd_conn *c, const struct nbd_request *r)
+/* The backend call of a job. Runs on any thread: it touches only the job
+ * and what stays fixed after the handshake (backend, handle). */
+void nbd_job_run(struct nbd_job *j)
 {
-	int err;
+	const struct nbd_request *r = &j->req;
+	struct nbd_conn *c = j->c;
 
 	switch (r->type) {
 	case NBD_CMD_READ:
-		do_read(c, r);
-		return;
+		j->err = c->be->pread(c->handle, j->o->data, r->len, r->offset);
+		break;
+	case NBD_CMD_WRITE:
+		j->err = c->be->pwrite(c->handle, j->payload, r->len, r->offset, be_flags(r));
+		break;
 	case NBD_CMD_BLOCK_STATUS:
-		do_block_status(c, r);
+		j->err = run_block_status(j);
+		break;
+	case NBD_CMD_FLUSH:
+		j->err = c->be->flush(c->handle);
+		break;
+	case NBD_CMD_TRIM:
+		j->err = c->be->trim(c->handle, r->len, r->offset, be_flags(r));
+		break;
+	case NBD_CMD_WRITE_ZEROES:
+		j->err = c->be->zero(c->handle, r->len, r->offset, be_flags(r));
+		break;
+	case NBD_CMD_CACHE:
+		j->err = c->be->cache ? c->be->cache(c->handle, r->len, r->offset) : 0;
+		break;
+	default:
+		j->err = -EINVAL;
+		break;
+	}
+}
+
+static void job_free(struct nbd_conn *c, struct nbd_job *j)
+{
+	if (j->o) {
+		nbd_buf_put(c, j->o->data);
+		free(j->o);
+	}
+	nbd_buf_put(c, j->payload);
+	free(j);
+}
+
+/* Back on the connection's thread: queue the job's reply. */
+void nbd_job_done(struct nbd_job *j)
+{
+	struct nbd_conn *c = j->c;
+	const struct nbd_request *r = &j->req;
+
+	if (j->submitted)
+		c->inflight--;
+	if (c->state == NBD_ST_DEAD) {
+		job_free(c, j);
 		return;
-	case NBD_CMD_DISC:
+	}
+	if (j->err < 0 || !j->o) {
+		reply(c, r, j->err);
+		job_free(c, j);
+		return;
+	}
+	struct nbd_out *o = TAKE_PTR(j->o);
+	if (r->type == NBD_CMD_BLOCK_STATUS) {
+		put_structured(o, r->cookie, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + (uint32_t)o->data_len);
+		put32(o->hdr + 20, NBD_META_BASE_ALLOCATION);
+		o->hdr_len += 4;
+	} else if (c->structured) {
+		put_structured(o, r->cookie, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->len);
+		put64(o->hdr + 20, r->offset);
+		o->hdr_len += 8;
+	} else {
+		put_simple(o, r->cookie, 0);
+	}
+	nbd_conn_queue(c, o);
+	job_free(c, j);
+}
+
+/* Runs the jobs of one parsed batch: all but the last go to the executors
+ * (when there are any), the last runs here, so a lone request (QD1) never
+ * pays for a thread hop and a deep queue keeps every core busy. */
+void nbd_conn_flush_batch(struct nbd_conn *c)
+{
+	while (c->batch) {
+		struct nbd_job *j = c->batch;
+		c->batch = j->next;
+		j->next = NULL;
+		if (c->batch && c->submit) {
+			j->submitted = true;
+			c->inflight++;
+			c->submit(c->submit_opaque, j);
+		} else {
+			nbd_job_run(j);
+			nbd_job_done(j);
+		}
+	}
+	c->batch_tail = NULL;
+}
+
+/* Prepares a validated request that calls the backend; PAYLOAD (a WRITE's
+ * data, owned) is handed over. */
+static void start(struct nbd_conn *c, const struct nbd_request *r, uint8_t *payload)
+{
+	struct nbd_job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		nbd_buf_put(c, payload);
+		reply(c, r, -ENOMEM);
+		return;
+	}
+	j->c = c;
+	j->req = *r;
+	j->payload = payload;
+	if (r->type == NBD_CMD_READ)
+		j->o = nbd_out_new(c, r->len);
+	else if (r->type == NBD_CMD_BLOCK_STATUS)
+		j->o = nbd_out_new(c, 8u * ((r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS));
+	if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_BLOCK_STATUS) && !j->o) {
+		job_free(c, j);
+		reply(c, r, -ENOMEM);
+		return;
+	}
+	if (c->batch_tail)
+		c->batch_tail->next = j;
+	else
+		c->batch = j;
+	c->batch_tail = j;
+	c->nbatch++;
+}
+
+/* Executes a validated request that carries no payload. */
+static void execute(struct nbd_conn *c, const struct nbd_request *r)
+{
+	if (r->type == NBD_CMD_DISC) {
 		c->state = NBD_ST_CLOSING;
 		c->why = "client disconnected";
 		return;
-	case NBD_CMD_FLUSH:
-		err = c->be->flush(c->handle);
-		break;
-	case NBD_CMD_TRIM:
-		err = c->be->trim(c->handle, r->len, r->offset, be_flags(r));
-		break;
-	case NBD_CMD_WRITE_ZEROES:
-		err = c->be->zero(c->handle, r->len, r->offset, be_flags(r));
-		break;
-	case NBD_CMD_CACHE:
-		err = c->be->cache ? c->be->cache(c->handle, r->len, r->offset) : 0;
-		break;
-	default:
-		err = -EINVAL;
-		break;
 	}
-	reply(c, r, err);
+	start(c, r, NULL);
 }
 
+/* A WRITE whose data sits in the input buffer, which is reused: copy it. */
 static void execute_write(struct nbd_conn *c, const struct nbd_request *r, const uint8_t *data,
 			  int err)
 {
-	if (!err)
-		err = c->be->pwrite(c->handle, data, r->len, r->offset, be_flags(r));
-	reply(c, r, err);
+	if (err) {
+		reply(c, r, err);
+		return;
+	}
+	uint8_t *owned = nbd_buf_get(c, r->len);
+	if (!owned) {
+		reply(c, r, -ENOMEM);
+		return;
+	}
+	memcpy(owned, data, r->len);
+	start(c, r, owned);
 }
 
 void nbd_request_payload_done(struct nbd_conn *c)
 {
+	uint8_t *data = TAKE_PTR(c->payload);
 	c->state = NBD_ST_TRANSMISSION;
-	execute_write(c, &c->wreq, c->payload, c->wreq_err);
-	nbd_buf_put(c, c->payload);
-	c->payload = NULL;
 	c->payload_got = 0;
+	if (c->wreq_err) {
+		nbd_buf_put(c, data);
+		reply(c, &c->wreq, c->wreq_err);
+	} else {
+		start(c, &c->wreq, data);
+	}
 }
 
 size_t nbd_request_step(struct nbd_conn *c, const uint8_t *buf, size_t len)

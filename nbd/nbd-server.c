@@ -80,8 +80,23 @@ static int listen_tcp(const char *spec)
 	return r < 0 ? r : TAKE_FD(fd);
 }
 
+static void stop_executors(struct nbd_server *srv)
+{
+	pthread_mutex_lock(&srv->jlock);
+	srv->jstop = true;
+	pthread_cond_broadcast(&srv->jcond);
+	pthread_mutex_unlock(&srv->jlock);
+	for (unsigned i = 0; i < srv->nexecutors; i++)
+		pthread_join(srv->executors[i], NULL);
+	srv->nexecutors = 0;
+}
+
 static void server_free(struct nbd_server *srv)
 {
+	stop_executors(srv);
+	free(srv->executors);
+	pthread_mutex_destroy(&srv->jlock);
+	pthread_cond_destroy(&srv->jcond);
 	for (unsigned i = 0; i < srv->nworkers; i++) {
 		struct nbd_worker *w = &srv->workers[i];
 		io_uring_queue_exit(&w->ring);
@@ -103,7 +118,7 @@ int nbd_server_start(const struct nbd_server_config *cfg, const struct nbd_backe
 		     struct nbd_server **out)
 {
 	struct nbd_server *srv = calloc(1, sizeof(*srv));
-	int r;
+	int r = -ENOMEM;
 
 	if (!srv)
 		return -ENOMEM;
@@ -119,6 +134,8 @@ int nbd_server_start(const struct nbd_server_config *cfg, const struct nbd_backe
 		nw = n > 0 ? (unsigned)n : 1;
 	}
 	srv->nworkers = MIN(nw, NBD_MAX_WORKERS);
+	pthread_mutex_init(&srv->jlock, NULL);
+	pthread_cond_init(&srv->jcond, NULL);
 
 	if (cfg->unix_path[0]) {
 		r = listen_unix(cfg->unix_path);
@@ -168,6 +185,21 @@ int nbd_server_start(const struct nbd_server_config *cfg, const struct nbd_backe
 		srv->nworkers = made;
 		server_free(srv);
 		return r;
+	}
+	/* As many executors as workers: with the worker running each batch's
+	 * last request itself, one connection can keep every core busy. */
+	srv->executors = calloc(srv->nworkers, sizeof(*srv->executors));
+	if (!srv->executors) {
+		server_free(srv);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		r = -pthread_create(&srv->executors[i], NULL, nbd_executor_main, srv);
+		if (r < 0) {
+			server_free(srv);
+			return r;
+		}
+		srv->nexecutors++;
 	}
 	for (unsigned i = 0; i < srv->nworkers; i++) {
 		r = -pthread_create(&srv->workers[i].thread, NULL, nbd_worker_main, &srv->workers[i]);

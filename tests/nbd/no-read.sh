@@ -10,7 +10,9 @@ make_image disk 64M
 uri=$(nbd_uri disk)
 qemu-io -f raw -c "write -P 0x61 0 1M" "$uri" >/dev/null || fail "write failed"
 nbdinfo --size "$uri" >/dev/null
-sleep 0.5
+# warm up: threads that touch the store for the first time may open per-thread resources
+"$PYTHON" "$NBDRAW" "$NBD_SOCK" no_read disk 1 >/dev/null
+sleep 1
 fds0=$(storaged_fds)
 rss0=$(storaged_rss_kb)
 
