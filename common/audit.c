@@ -87,9 +87,7 @@ static void sha256_hex(const void *data, size_t len, char out[AUDIT_HASH_HEX + 1
 static int read_last_line(int fd, char **line, size_t *len)
 {
 	struct stat st;
-	uint64_t size, start;
-	size_t n, end, beg;
-	_cleanup_free_ char *buf = NULL;
+	uint64_t size;
 	int r;
 
 	*line = NULL;
@@ -99,24 +97,31 @@ static int read_last_line(int fd, char **line, size_t *len)
 	size = (uint64_t)st.st_size;
 	if (size == 0)
 		return 0;
-	start = size > MAX_RECORD + 1 ? size - (MAX_RECORD + 1) : 0;
-	n = (size_t)(size - start);
-	buf = malloc(n + 1);
-	if (!buf)
-		return -ENOMEM;
-	if ((r = pread_all(fd, buf, n, start)) < 0)
-		return r;
-	end = n;
-	if (buf[end - 1] == '\n')
-		end--;
-	beg = end;
-	while (beg > 0 && buf[beg - 1] != '\n')
-		beg--;
-	if (beg == 0 && start > 0)
-		return -EBADMSG;	/* a line longer than any record we write */
-	*len = end - beg;
-	*line = strndup(buf + beg, end - beg);
-	return *line ? 0 : -ENOMEM;
+	/* Records are a few hundred bytes: look at the tail, wider if needed. */
+	for (size_t want = 8192;; want *= 4) {
+		uint64_t start = size > want ? size - want : 0;
+		size_t n = (size_t)(size - start), end, beg;
+		_cleanup_free_ char *buf = malloc(n);
+
+		if (!buf)
+			return -ENOMEM;
+		if ((r = pread_all(fd, buf, n, start)) < 0)
+			return r;
+		end = n;
+		if (buf[end - 1] == '\n')
+			end--;
+		beg = end;
+		while (beg > 0 && buf[beg - 1] != '\n')
+			beg--;
+		if (beg == 0 && start > 0) {
+			if (want > MAX_RECORD)
+				return -EBADMSG;	/* longer than any record we write */
+			continue;
+		}
+		*len = end - beg;
+		*line = strndup(buf + beg, end - beg);
+		return *line ? 0 : -ENOMEM;
+	}
 }
 
 static int write_head(const char *home, uint64_t seq, const char *hash)
@@ -244,10 +249,15 @@ static bool is_query(const char *op)
 	       (n > 5 && strcmp(op + n - 5, ".info") == 0);
 }
 
+/* Arguments bigger than this are summarised: a client must not be able to
+ * make its request unrecordable by sending many members. */
+#define MAX_ARGS_JSON 16384
+
 /* A copy of the request without `op`, long strings cut. */
 static json_object *args_of(json_object *req)
 {
 	json_object *a = json_object_new_object();
+	size_t total;
 
 	if (!req || !json_object_is_type(req, json_type_object))
 		return a;
@@ -260,6 +270,19 @@ static json_object *args_of(json_object *req)
 										 AUDIT_MAX_STRING));
 		else
 			json_object_object_add(a, k, json_object_get(v));
+	}
+	total = strlen(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
+	if (total > MAX_ARGS_JSON) {
+		json_object *small = json_object_new_object(), *val;
+
+		for (const char *const *key = (const char *const[]){ "name", "src", "dst", "snap", "old",
+								     "new", "template", NULL };
+		     *key; key++)
+			if (json_object_object_get_ex(a, *key, &val))
+				json_object_object_add(small, *key, json_object_get(val));
+		json_object_object_add(small, "args_json_bytes", json_object_new_uint64(total));
+		json_object_put(a);
+		a = small;
 	}
 	return a;
 }

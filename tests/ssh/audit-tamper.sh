@@ -76,4 +76,17 @@ verify_broken 1 "removing record 1"
 hutch image create more 1M >/dev/null || fail "image create after restore"
 hutch audit verify >/dev/null || fail "verify after another append"
 assert_eq "$(wc -l <"$log")" 6 "records after another append"
+
+# Records longer than the writer's first look at the tail (8 KiB), and a
+# request too big to record in full: the chain still holds.
+x=$(head -c 4000 /dev/zero | tr '\0' x)
+ctl_raw "{\"op\":\"image.create\",\"name\":\"wide\",\"size\":1048576,\"a\":\"$x\",\"b\":\"$x\",\"c\":\"$x\"}" |
+	grep -q '"ok":true' || fail "image.create with wide arguments"
+many=$("$PYTHON" -c 'import json; d = {"op": "image.create", "name": "many", "size": 1048576}
+d.update(("k%d" % i, "v" * 4000) for i in range(30)); print(json.dumps(d))')
+ctl_raw "$many" | grep -q '"ok":true' || fail "image.create with 30 wide arguments"
+hutch image create after 1M >/dev/null || fail "image create after wide records"
+hutch audit verify >/dev/null || fail "verify after wide records: $(hutch audit verify 2>&1)"
+assert_eq "$(wc -l <"$log")" 9 "records after wide ones"
+sed -n 8p "$log" | grep -q '"args":{"name":"many","args_json_bytes":' || fail "a huge request is not summarised: $(sed -n 8p "$log" | head -c 300)"
 exit 0
