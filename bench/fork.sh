@@ -11,7 +11,7 @@ set -eu
 cd "$(dirname "$0")/.."
 n=${1:-50}
 build=$(pwd)/${BUILD:-build}
-scripts/build.sh >/dev/null
+scripts/build.sh >/dev/null || { echo "$0: the build failed; run scripts/build.sh to see why" >&2; exit 1; }
 export HUTCH_HOME=${BENCH_DIR:-/var/tmp/hutch-bench}/fork
 rm -rf "$HUTCH_HOME" && mkdir -p "$HUTCH_HOME"
 "$build/storaged/hutch-storaged" --home "$HUTCH_HOME" >"$HUTCH_HOME/storaged.log" 2>&1 &

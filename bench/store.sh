@@ -11,7 +11,7 @@ size=${1:-1024}
 secs=${2:-10}
 dir=${BENCH_DIR:-/var/tmp/hutch-bench}/store
 build=${BUILD:-build}
-scripts/build.sh >/dev/null
+scripts/build.sh >/dev/null || { echo "$0: the build failed; run scripts/build.sh to see why" >&2; exit 1; }
 rm -rf "$dir" && mkdir -p "$dir"
 trap 'rm -rf "$dir"' EXIT
 
