@@ -157,7 +157,7 @@ int shell_vm_ready(const char *home, const char *user, const char *name, const c
 
 	for (;;) {
 		json_object *reply = NULL, *vm;
-		const char *state, *tier;
+		char state[32], tier[32];
 		bool asleep;
 
 		if (time(NULL) > deadline) {
@@ -198,8 +198,9 @@ int shell_vm_ready(const char *home, const char *user, const char *name, const c
 			snprintf(err, errsz, "the VM service sent no VM record");
 			return -EPROTO;
 		}
-		state = member_str(vm, "state");
-		tier = member_str(vm, "tier");	/* awake, paused, hibernated (sleep tiers) */
+		/* Copies: the reply is dropped before the state is looked at. */
+		snprintf(state, sizeof state, "%s", member_str(vm, "state"));
+		snprintf(tier, sizeof tier, "%s", member_str(vm, "tier"));	/* awake, paused, hibernated */
 		if (!out->was[0])
 			snprintf(out->was, sizeof out->was, "%s",
 				 *tier && strcmp(tier, "awake") != 0 ? tier : state);
