@@ -154,7 +154,7 @@ static const struct cfg_key idle_keys[] = {
 	{ "window", CFG_MS, FIELD(idle.window_ms), "60s", 200, 3600000, NULL,
 	  "Activity is measured over windows this long; a VM is idle after a whole quiet window." },
 	{ "cpu_percent", CFG_UINT, FIELD(idle.cpu_percent), "10", 0, 100000, NULL,
-	  "CPU time of the VM's QEMU, in percent of one host CPU, above which the VM is busy." },
+	  "CPU the VM's QEMU used or waited for, in percent of one host CPU, above which the VM is busy." },
 	{ "disk_rate", CFG_SIZE64, FIELD(idle.disk_rate), "64K", 0, 0, NULL,
 	  "Disk bytes per second (read plus written) above which the VM is busy." },
 	{ "net_rate", CFG_SIZE64, FIELD(idle.net_rate), "16K", 0, 0, NULL,

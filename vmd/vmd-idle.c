@@ -5,12 +5,13 @@
  * pause_after is paused, for hibernate_after hibernated.
  *
  * Activity comes from outside the guest, so a guest cannot be made to lie:
- * CPU time of its QEMU (/proc/PID/stat), disk bytes (QMP query-blockstats),
+ * CPU its QEMU used or waited for (schedstat), disk bytes (QMP query-blockstats),
  * and network as QEMU's other I/O bytes (/proc/PID/io minus the disk's),
  * since user-mode networking has no counters of its own.
  */
 #include "vmd.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -25,24 +26,36 @@
 
 #define ERRSZ 1024
 
-static int read_cpu_ticks(pid_t pid, uint64_t *ticks)
+/*
+ * CPU demand of all QEMU's threads in ns: time run plus time spent waiting
+ * for a CPU (/proc/PID/task/TID/schedstat), so a busy guest on a crowded
+ * host still counts as busy.
+ */
+static int read_cpu_ns(pid_t pid, uint64_t *ns)
 {
-	char path[64], buf[2048], *p;
-	_cleanup_fclose_ FILE *f = NULL;
-	unsigned long long ut, st;
-	size_t n;
+	char path[64];
+	struct dirent *de;
+	DIR *dir;
+	uint64_t sum = 0;
 
-	xsnprintf(path, sizeof path, "/proc/%d/stat", pid);
-	f = fopen(path, "re");
-	if (!f)
+	xsnprintf(path, sizeof path, "/proc/%d/task", pid);
+	dir = opendir(path);
+	if (!dir)
 		return -errno;
-	n = fread(buf, 1, sizeof buf - 1, f);
-	buf[n] = '\0';
-	/* The command name may hold spaces and parentheses: fields start after the last ')'. */
-	p = strrchr(buf, ')');
-	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return -EBADMSG;
-	*ticks = ut + st;
+	while ((de = readdir(dir))) {
+		char p[128];
+		unsigned long long run, wait;
+		_cleanup_fclose_ FILE *f = NULL;
+
+		if (de->d_name[0] == '.')
+			continue;
+		xsnprintf(p, sizeof p, "/proc/%d/task/%s/schedstat", pid, de->d_name);
+		f = fopen(p, "re");
+		if (f && fscanf(f, "%llu %llu", &run, &wait) == 2)
+			sum += run + wait;
+	}
+	closedir(dir);
+	*ns = sum;
 	return 0;
 }
 
@@ -100,7 +113,7 @@ static int read_disk_bytes(struct vmd *d, struct vm *vm, uint64_t *bytes)
 static void idle_check(struct vmd *d, struct vm *vm, uint64_t now)
 {
 	const struct hutch_config *c = &d->cfg;
-	uint64_t ticks = 0, io = 0, disk = 0;
+	uint64_t cpu_ns = 0, io = 0, disk = 0;
 	char err[ERRSZ] = "";
 	bool running, fresh;
 	unsigned sessions;
@@ -113,7 +126,7 @@ static void idle_check(struct vmd *d, struct vm *vm, uint64_t now)
 	pthread_mutex_unlock(&d->lock);
 	if (!running || pid <= 0 || vm->tier == TIER_HIBERNATED)
 		return;
-	if (read_cpu_ticks(pid, &ticks) < 0 || read_io_bytes(pid, &io) < 0 ||
+	if (read_cpu_ns(pid, &cpu_ns) < 0 || read_io_bytes(pid, &io) < 0 ||
 	    read_disk_bytes(d, vm, &disk) < 0)
 		return;
 
@@ -122,7 +135,7 @@ static void idle_check(struct vmd *d, struct vm *vm, uint64_t now)
 	fresh = s->pid != pid || s->sample_ns == 0;
 	if (!fresh) {
 		double secs = (double)(now - s->sample_ns) / 1e9;
-		double cpu = (double)(ticks - s->cpu_ticks) * 100.0 / (double)sysconf(_SC_CLK_TCK) / secs;
+		double cpu = (double)(cpu_ns - s->cpu_ns) / 1e7 / secs;
 		double dsk = (double)(disk - s->disk_bytes) / secs;
 		double other = (double)(io - s->io_bytes) / secs - dsk;
 		bool busy = sessions > 0 || cpu > c->idle.cpu_percent || dsk > (double)c->idle.disk_rate ||
@@ -137,7 +150,7 @@ static void idle_check(struct vmd *d, struct vm *vm, uint64_t now)
 	}
 	s->pid = pid;
 	s->sample_ns = now;
-	s->cpu_ticks = ticks;
+	s->cpu_ns = cpu_ns;
 	s->io_bytes = io;
 	s->disk_bytes = disk;
 	uint64_t idle_ms = (now - s->busy_ns) / 1000000u;

@@ -32,7 +32,7 @@ enum vm_tier { TIER_AWAKE, TIER_PAUSED, TIER_HIBERNATED };
 /* Idle policy bookkeeping of one VM (vmd-idle.c), under vmd->lock. */
 struct vm_idle {
 	pid_t pid;			/* the QEMU the counters below belong to */
-	uint64_t sample_ns, cpu_ticks, io_bytes, disk_bytes;
+	uint64_t sample_ns, cpu_ns, io_bytes, disk_bytes;
 	uint64_t busy_ns;		/* last time it was found busy (or woken) */
 };
 
