@@ -13,7 +13,7 @@
 #   BENCH_SIZE=1G     size of the fio file; RUNTIME=5 seconds per fio run;
 #   ROUNDS=3          runs per row and side, alternating; the best counts
 #   --quick           skip the 16 GiB rows
-#   --io-only         only the fio rows
+#   --io-only         only the fio rows; --fork-only: only the cp rows
 #   HUTCH_FUSE_ARGS   extra hutch-fuse options (e.g. "-C 4")
 # Prints a markdown table. Numbers are from one run on a noisy machine.
 set -u
@@ -22,7 +22,9 @@ SRC=$(cd "$HERE/.." && pwd)
 QUICK=
 IO_ONLY=
 [ "${1:-}" = "--quick" ] && QUICK=1
+FORK_ONLY=
 [ "${1:-}" = "--io-only" ] && IO_ONLY=1
+[ "${1:-}" = "--fork-only" ] && FORK_ONLY=1
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
 	awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 	exit 0
@@ -67,6 +69,7 @@ print("%.0f %.0f" % (rw["bw_bytes"] / 1e6, rw["iops"]))
 PY
 }
 
+if [ -z "$FORK_ONLY" ]; then
 # --- the data path --------------------------------------------------------
 # Both files hold the same bytes before any row runs, so every write row is
 # an overwrite on both sides. Rows alternate between the two mounts and
@@ -123,6 +126,7 @@ echo "| seq read 1 MiB (MB/s) | $(f1 "$h_sr") | $(f1 "$n_sr") | $(ratio "$(f1 "$
 echo "| rand read 4 KiB (IOPS) | $(f2 "$h_rr") | $(f2 "$n_rr") | $(ratio "$(f2 "$h_rr")" "$(f2 "$n_rr")") | $(f2 "$r_h_rr") | $(f2 "$r_n_rr") |"
 echo
 [ -n "$IO_ONLY" ] && exit 0
+fi
 
 # --- fork time --------------------------------------------------------------
 # fill_image NAME SIZE: every chunk written (a repeating pattern, so the
@@ -160,7 +164,8 @@ for s in $sizes; do
 	f_d[$s]=$(( $(store_physical) - p0 ))
 	# The same size written on XFS, synced so the copies do not flush it.
 	fio --name=fill --filename="$W/xfs/f$s" --rw=write --bs=1m --iodepth=16 --ioengine=libaio \
-	    --direct=1 --size="$s" --buffer_pattern=0x5a17c0de >/dev/null 2>&1 || fail "fill xfs $s"
+	    --direct=1 --size="$s" --buffer_pattern=0x5a17c0de >"$W/fill.log" 2>&1 ||
+		{ tail -5 "$W/fill.log" >&2; df -h "$W/xfs" >&2; fail "fill xfs $s"; }
 	sync
 	f_x[$s]=$(time_cp --reflink=always "$W/xfs/f$s" "$W/xfs/f$s-reflink")
 	f_p[$s]=$(time_cp --reflink=never "$W/xfs/f$s" "$W/xfs/f$s-plain")
