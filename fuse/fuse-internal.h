@@ -146,6 +146,24 @@ void reply_entry_with(fuse_req_t req, struct node *n, const struct fctl_image *k
 int node_allocated(struct node *n, uint64_t size, uint64_t *out);
 void reply_entry(fuse_req_t req, struct node *n);
 
+/* ---- fuse-file.c: data operations and their helpers ------------------ */
+struct fhandle {
+	struct node *n;
+	struct fhandle *prev, *next;	/* protected by fh_lock (fuse-file.c) */
+};
+/* A buffer of at least SIZE bytes owned by the calling thread. */
+char *thread_buf(size_t size);
+bool is_zero(const char *p, size_t len);
+/* Size from a pooled connection's handshake (0 for a pending image). */
+int node_size_nbd(struct node *n, uint64_t *size);
+/* Write LEN bytes at OFF (BUF NULL: zeroes), growing the image if needed. */
+int write_range(struct node *n, const void *buf, uint64_t len, uint64_t off);
+
+/* ---- fuse-copy.c ------------------------------------------------------ */
+void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			struct fuse_file_info *fi_out, size_t len, int flags);
+
 /* ---- fuse-dir.c / fuse-file.c: the operations ------------------------ */
 void fs_dir_ops(struct fuse_lowlevel_ops *ops);
 void fs_file_ops(struct fuse_lowlevel_ops *ops);
