@@ -16,6 +16,7 @@
  */
 #include "vmd.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -790,15 +791,15 @@ void vm_sleep_recover(struct vmd *d, struct vm *vm)
 	/* Images of a generation that never got into the record are garbage. */
 	rm_gen(d, vm, vm->hib_gen + 1);
 	if (vm->tier == TIER_HIBERNATED) {
-		/* A QEMU still there was quitting, or resuming but never ran the guest. */
-		if (vm_dir(d, vm->name, "run/qemu.pid", path, sizeof path) == 0) {
-			_cleanup_fclose_ FILE *f = fopen(path, "re");
-			int v;
+		/* A QEMU still there was quitting, or resuming but never ran the
+		 * guest. Found by its command line: its pid file may not exist yet. */
+		DIR *proc = opendir("/proc");
+		struct dirent *de;
 
-			if (f && fscanf(f, "%d", &v) == 1)
-				pid = v;
-		}
-		if (pid > 0 && vm_qemu_is_ours(d, vm, pid)) {
+		while (proc && (de = readdir(proc))) {
+			pid = (pid_t)atoi(de->d_name);
+			if (pid <= 0 || !vm_qemu_is_ours(d, vm, pid))
+				continue;
 			log_info("VM %s: hibernated; stopping its leftover QEMU (pid %d)", vm->name, pid);
 			kill(pid, SIGKILL);
 			for (int i = 0; i < 500 && kill(pid, 0) == 0; i++) {
@@ -806,6 +807,8 @@ void vm_sleep_recover(struct vmd *d, struct vm *vm)
 				nanosleep(&ts, NULL);
 			}
 		}
+		if (proc)
+			closedir(proc);
 		vm->state = VM_STOPPED;
 		vm->pid = 0;
 		unlink_local(d, vm);
