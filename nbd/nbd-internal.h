@@ -16,6 +16,8 @@
 /* Descriptors in one BLOCK_STATUS reply. */
 #define NBD_MAX_EXTENTS 2048u
 #define NBD_META_BASE_ALLOCATION 1u	/* our context id */
+/* Longest silence allowed from a client before it has chosen an export. */
+#define NBD_HANDSHAKE_TIMEOUT_S 30
 
 /* ---- nbd-conn.c: one connection's protocol state, without I/O ----
  * The event loop (or the fuzzer) asks where to put received bytes,

@@ -187,11 +187,26 @@ static void kick(struct nbd_lconn *lc)
 		size_t len;
 		nbd_conn_recv_buf(c, &buf, &len);
 		if (len) {
-			struct io_uring_sqe *sqe = get_sqe(lc->w);
+			/* A client silent that long mid-handshake is dropped: idle
+			 * half-open connections would otherwise pin descriptors. */
+			static struct __kernel_timespec handshake_timeout = {
+				.tv_sec = NBD_HANDSHAKE_TIMEOUT_S };
+			bool handshake = c->state == NBD_ST_CLIENT_FLAGS || c->state == NBD_ST_OPTIONS;
+			struct io_uring_sqe *sqe;
+			/* the recv and its linked timeout must be adjacent in the ring */
+			if (handshake && io_uring_sq_space_left(&lc->w->ring) < 2)
+				io_uring_submit(&lc->w->ring);
+			sqe = get_sqe(lc->w);
 			/* A payload is wanted whole: let the kernel gather it. */
 			io_uring_prep_recv(sqe, lc->fd, buf, len,
 					   c->state == NBD_ST_PAYLOAD ? MSG_WAITALL : 0);
 			io_uring_sqe_set_data64(sqe, (uintptr_t)lc | TAG_RECV);
+			if (handshake) {
+				io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
+				sqe = get_sqe(lc->w);
+				io_uring_prep_link_timeout(sqe, &handshake_timeout, 0);
+				io_uring_sqe_set_data64(sqe, TAG_CANCEL);
+			}
 			lc->recv_pending = true;
 		}
 	}

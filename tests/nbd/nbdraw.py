@@ -333,6 +333,34 @@ def case_no_read(path, name, count=2000):
     return c, sent // 28
 
 
+def stalled(path, stage):
+    c = Conn(path)
+    c.s.settimeout(45)
+    c.greeting()
+    if stage >= 1:
+        c.client_flags()
+    if stage >= 2:
+        c.s.sendall(struct.pack(">QII", IHAVEOPT, OPT_GO, 100) + b"abc")
+    t = time.time()
+    if not c.closed_by_server():
+        die("server kept a client silent mid-handshake (stage %d) for 45 s" % stage)
+    return time.time() - t
+
+
+def case_stall(path, name):
+    """Three clients go silent at different points of the handshake: each is dropped."""
+    import threading
+    out = []
+    ts = [threading.Thread(target=lambda s=s: out.append(stalled(path, s))) for s in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if len(out) != 3:
+        die("a stalled client was not dropped")
+    print("dropped after %s s" % ", ".join("%.0f" % x for x in sorted(out)))
+
+
 CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
 
 if __name__ == "__main__":
