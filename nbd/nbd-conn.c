@@ -129,7 +129,7 @@ void nbd_conn_drop(struct nbd_conn *c, const char *why)
 static bool backpressured(const struct nbd_conn *c)
 {
 	return c->out_count + c->inflight + c->nbatch >= c->max_inflight ||
-	       c->out_bytes >= NBD_MAX_OUT_BYTES;
+	       c->out_bytes + c->job_bytes >= NBD_MAX_OUT_BYTES;
 }
 
 bool nbd_conn_want_recv(const struct nbd_conn *c)

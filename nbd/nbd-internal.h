@@ -56,6 +56,7 @@ struct nbd_job {
 	struct nbd_out *o;	/* READ / BLOCK_STATUS reply being filled */
 	int err;
 	bool submitted;		/* went to an executor: counted in c->inflight */
+	size_t bytes;		/* counted in c->job_bytes */
 };
 
 struct nbd_conn {
@@ -97,6 +98,7 @@ struct nbd_conn {
 	struct nbd_job *batch, *batch_tail;
 	unsigned nbatch;
 	unsigned inflight;
+	size_t job_bytes;	/* data buffers held by batched and outstanding jobs */
 	/* NULL: run every job inline (the fuzzer) */
 	void (*submit)(void *opaque, struct nbd_job *j);
 	void *submit_opaque;

@@ -232,6 +232,7 @@ void nbd_job_done(struct nbd_job *j)
 
 	if (j->submitted)
 		c->inflight--;
+	c->job_bytes -= j->bytes;
 	if (c->state == NBD_ST_DEAD) {
 		job_free(c, j);
 		return;
@@ -300,6 +301,8 @@ static void start(struct nbd_conn *c, const struct nbd_request *r, uint8_t *payl
 		reply(c, r, -ENOMEM);
 		return;
 	}
+	j->bytes = (payload ? r->len : 0) + (j->o ? j->o->data_len : 0);
+	c->job_bytes += j->bytes;
 	if (c->batch_tail)
 		c->batch_tail->next = j;
 	else
