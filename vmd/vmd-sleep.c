@@ -173,6 +173,56 @@ static void rm_gen(struct vmd *d, struct vm *vm, unsigned gen)
 		image_rm_quiet(d, img);
 }
 
+/* Removes every hibernation image of VM but generation KEEP (0: all), also
+ * ones a killed hutch-vmd left behind. */
+static void sweep_gens(struct vmd *d, struct vm *vm, unsigned keep)
+{
+	json_object *req = json_object_new_object(), *reply = NULL, *imgs;
+	char err[ERRSZ], prefix[HUTCH_NAME_MAX + 8];
+	size_t plen;
+
+	json_object_object_add(req, "op", json_object_new_string("image.list"));
+	json_object_object_add(req, "usage", json_object_new_boolean(false));
+	if (vmd_storaged_call(d, req, &reply, err, sizeof err) < 0 ||
+	    !json_object_object_get_ex(reply, "images", &imgs)) {
+		json_object_put(req);
+		json_object_put(reply);
+		rm_gen(d, vm, keep + 1);
+		return;
+	}
+	json_object_put(req);
+	plen = (size_t)xsnprintf(prefix, sizeof prefix, "vm.%s.", vm->name);
+	for (size_t i = 0; i < json_object_array_length(imgs); i++) {
+		json_object *v;
+		const char *name, *rest;
+		char *end;
+
+		if (!json_object_object_get_ex(json_object_array_get_idx(imgs, i), "name", &v))
+			continue;
+		name = json_object_get_string(v);
+		if (strncmp(name, prefix, plen) != 0)
+			continue;
+		rest = name + plen;
+		if (strncmp(rest, "ram.", 4) == 0)
+			rest += 4;
+		else if (strncmp(rest, "state.", 6) == 0)
+			rest += 6;
+		else
+			continue;
+		unsigned long g = strtoul(rest, &end, 10);
+		if (*end || end == rest || g == keep)
+			continue;
+		/* vm.a.ram.5 may also be the disk of a VM named "a.ram.5". */
+		struct vm *other = vmd_find(d, name + 3);
+		if (other) {
+			vm_put(d, other);
+			continue;
+		}
+		image_rm_quiet(d, name);
+	}
+	json_object_put(reply);
+}
+
 static void nbd_uri(struct vmd *d, const char *image, char *buf, size_t sz)
 {
 	xsnprintf(buf, sz, "nbd+unix:///%s?socket=%s", image, d->nbd_sock);
@@ -776,8 +826,7 @@ void vm_sleep_before_stop(struct vmd *d, struct vm *vm, bool force)
 
 void vm_sleep_forget(struct vmd *d, struct vm *vm)
 {
-	rm_gen(d, vm, vm->hib_gen);
-	rm_gen(d, vm, vm->hib_gen + 1);
+	sweep_gens(d, vm, 0);
 }
 
 /* ---- recovery at start-up --------------------------------------------------- */
@@ -788,8 +837,9 @@ void vm_sleep_recover(struct vmd *d, struct vm *vm)
 	struct qmp *q = NULL;
 	pid_t pid = 0;
 
-	/* Images of a generation that never got into the record are garbage. */
-	rm_gen(d, vm, vm->hib_gen + 1);
+	/* Images of a generation that never got into the record, or of one
+	 * replaced when hutch-vmd was killed before removing it, are garbage. */
+	sweep_gens(d, vm, vm->hib_gen);
 	if (vm->tier == TIER_HIBERNATED) {
 		/* A QEMU still there was quitting, or resuming but never ran the
 		 * guest. Found by its command line: its pid file may not exist yet. */
