@@ -313,7 +313,12 @@ static int op_image_info(struct conn *c, json_object *req)
 
 	ARG_STRING("name", name);
 	CHECK_REF(name);
-	r = store_image_info(c->ctl->store, name, true, &info);
+	/* usage (unique and shared bytes) walks every image: callers that only
+	 * need the size, like hutch-fuse's stat, say "usage": false. */
+	bool usage = true;
+	if (ctl_arg_bool_opt(req, "usage", &usage, why, sizeof why) < 0)
+		return ctl_reply_error(c->fd, EINVAL, "%s", why);
+	r = store_image_info(c->ctl->store, name, usage, &info);
 	if (r < 0)
 		return reply_store_error(c->fd, r, "cannot read", name);
 	o = json_object_new_object();
