@@ -168,8 +168,11 @@ void image_drop_dirty(struct image *img)
 	img->dirty_head = img->dirty_n = 0;
 }
 
-/* Writes src (NULL = zeroes) into [off, off+len). Image write-locked. */
-static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint64_t len)
+/* Writes src (NULL = zeroes) into [off, off+len). Image write-locked.
+ * pre, when set, holds the refs of the whole chunks from chunk pre_first
+ * on, already stored. */
+static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint64_t len,
+		       const struct ref *pre, uint64_t pre_first)
 {
 	const uint32_t cs = img->s->chunk_size;
 	int r = 0;
@@ -186,7 +189,9 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 		if (n == cs) {
 			/* A whole chunk: store it now (a hole for zeroes), no copy kept. */
 			struct ref ref = { 0 };
-			if (src) {
+			if (src && pre) {
+				ref = pre[c - pre_first];
+			} else if (src) {
 				r = chunk_put(img->s, REC_DATA, src, cs, &ref);
 				if (r < 0)
 					return r;
@@ -229,16 +234,57 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 	return r;
 }
 
+/* Hashes and stores the whole chunks of a write before the image lock is
+ * taken, so writers to one image (NBD multi-conn, parallel requests) hash
+ * in parallel and readers are not held up meanwhile. Concurrent writes to
+ * the same range are unordered in NBD, so applying the refs later is fine. */
+static int store_whole_chunks(struct image *img, const uint8_t *buf, uint64_t off, uint64_t len,
+			      struct ref **pre, uint64_t *pre_first)
+{
+	const uint32_t cs = img->s->chunk_size;
+	uint64_t a = DIV_ROUND_UP(off, cs), b = (off + len) / cs;
+
+	*pre = NULL;
+	if (b <= a || b - a < 2)
+		return 0;	/* one chunk or less: no parallelism to gain */
+	*pre = malloc((b - a) * sizeof **pre);
+	if (!*pre)
+		return -ENOMEM;
+	for (uint64_t c = a; c < b; c++) {
+		int r = chunk_put(img->s, REC_DATA, buf + (c * cs - off), cs, &(*pre)[c - a]);
+		if (r < 0) {
+			free(*pre);
+			*pre = NULL;
+			return r;
+		}
+	}
+	*pre_first = a;
+	return 0;
+}
+
 static int modify(struct image *img, const void *buf, uint64_t off, uint64_t len, unsigned flags)
 {
+	_cleanup_free_ struct ref *pre = NULL;
+	uint64_t pre_first = 0;
 	int r;
 
-	pthread_rwlock_wrlock(&img->lock);
+	/* A look first, so a bad request stores nothing. */
+	pthread_rwlock_rdlock(&img->lock);
 	r = check_range(img, off, len);
 	if (r == 0 && img->ro)
 		r = -EROFS;
+	pthread_rwlock_unlock(&img->lock);
+	if (r == 0 && buf)
+		r = store_whole_chunks(img, buf, off, len, &pre, &pre_first);
+	if (r < 0)
+		return r;
+
+	pthread_rwlock_wrlock(&img->lock);
+	r = check_range(img, off, len);	/* a resize may have come in between */
+	if (r == 0 && img->ro)
+		r = -EROFS;
 	if (r == 0)
-		r = write_range(img, buf, off, len);
+		r = write_range(img, buf, off, len, pre, pre_first);
 	pthread_rwlock_unlock(&img->lock);
 	if (r == 0 && (flags & IMAGE_FUA))
 		r = image_flush(img);
