@@ -34,6 +34,21 @@ start_vmd() {
 		{ cat "$log" >&2; fail "hutch-vmd did not start"; }
 	# Its QEMUs outlive it by design: stop them when the test ends.
 	cleanup_fn _kill_vm_qemus
+	cleanup_fn _vm_logs_on_failure
+}
+
+# On failure, what the guests and their QEMUs said ($status is the exit
+# status of the test, seen from functions.sh's cleanup).
+_vm_logs_on_failure() {
+	local f
+	[ "${status:-0}" -ne 0 ] && [ "${status:-0}" -ne 77 ] || return 0
+	for f in "$HUTCH_HOME"/vms/*/console.log "$HUTCH_HOME"/vms/*/qemu.log; do
+		[ -f "$f" ] || continue
+		echo "---- $f (last 15 lines) ----" >&2
+		tail -n 15 "$f" >&2
+	done
+	df -h "$HUTCH_HOME" >&2
+	return 0
 }
 
 _kill_vm_qemus() {
