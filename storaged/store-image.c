@@ -141,7 +141,7 @@ static int writeback_until(struct image *img, uint64_t target)
 	return 0;
 }
 
-int image_writeback(struct image *img)
+static int image_writeback(struct image *img)
 {
 	while (img->dirty_head < img->dirty_n) {
 		int r = writeback_one(img, img->dirty_q[img->dirty_head]);
@@ -151,21 +151,6 @@ int image_writeback(struct image *img)
 	}
 	img->dirty_head = img->dirty_n = 0;
 	return 0;
-}
-
-void image_drop_dirty(struct image *img)
-{
-	for (size_t i = img->dirty_head; i < img->dirty_n; i++) {
-		uint64_t c = img->dirty_q[i];
-		struct leaf *l = img->leaves[c / NODE_FANOUT];
-		unsigned j = c % NODE_FANOUT;
-		if (l && l->dirty[j]) {
-			free(l->dirty[j]);
-			l->dirty[j] = NULL;
-			atomic_fetch_sub(&img->s->dirty_bytes, img->s->chunk_size);
-		}
-	}
-	img->dirty_head = img->dirty_n = 0;
 }
 
 /* Writes src (NULL = zeroes) into [off, off+len). Image write-locked.

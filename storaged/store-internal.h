@@ -330,8 +330,6 @@ uint64_t *refmap_find(struct refmap *m, const struct ref *r);
 /* ---- images (store-image.c) ---- */
 /* Writes dirty chunks and nodes (no sync, no head). Image write-locked. */
 int image_prepare_flush(struct image *img, struct ref *root);
-int image_writeback(struct image *img);	/* dirty chunks to packs, image write-locked */
-void image_drop_dirty(struct image *img);
 /* Opens an image for the engine's own use (resize, clone). */
 int image_get(struct store *s, const char *name, bool writable, struct image **out);
 
