@@ -307,6 +307,13 @@ static int cmd_info(int argc, char **argv)
 	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S %Z", localtime(&created));
 	printf("name:        %s\n", cli_get_str(vm, "name"));
 	printf("state:       %s\n", cli_get_str(vm, "state"));
+	if (*cli_get_str(vm, "tier") && strcmp(cli_get_str(vm, "tier"), "awake") != 0) {
+		time_t since = (time_t)cli_get_u64(vm, "tier_since");
+		char at[64];
+
+		strftime(at, sizeof at, "%Y-%m-%d %H:%M:%S %Z", localtime(&since));
+		printf("sleeping:    %s since %s\n", cli_get_str(vm, "tier"), at);
+	}
 	if (*cli_get_str(vm, "error"))
 		printf("note:        %s\n", cli_get_str(vm, "error"));
 	printf("template:    %s\n", cli_get_str(vm, "template"));

@@ -934,6 +934,12 @@ int vmd_sleep_op(struct vmd *d, int fd, const char *op, json_object *req)
 			vm->idle.busy_ns = now_ns();
 			pthread_mutex_unlock(&d->lock);
 			r = vm_wake_locked(d, vm, wait, err, sizeof err);
+			if (r < 0) {
+				/* Not begun: the caller will not end it. */
+				pthread_mutex_lock(&d->lock);
+				vm->sessions--;
+				pthread_mutex_unlock(&d->lock);
+			}
 			pthread_mutex_unlock(&vm->op_lock);
 		} else if (strcmp(action, "end") == 0) {
 			pthread_mutex_lock(&d->lock);
