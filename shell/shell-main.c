@@ -588,10 +588,23 @@ int main(int argc, char **argv)
 		}
 	}
 	audit_or_warn(&s, rec);
-	master_close(&vm);
-	if (vm.session)
-		shell_vm_session_end(s.home, s.vm);
-	if (mark_fd >= 0)
-		unlink(mark);
+	/* The client gets its exit status when this process exits: tidy up
+	 * (close the master connection, end the session in hutch-vmd) in a
+	 * detached child instead of making the client wait for it. */
+	fflush(NULL);
+	if (fork() == 0) {
+		int devnull = open("/dev/null", O_RDWR);
+
+		setsid();
+		dup2(devnull, 0);
+		dup2(devnull, 1);
+		dup2(devnull, 2);
+		master_close(&vm);
+		if (vm.session)
+			shell_vm_session_end(s.home, s.vm);
+		if (mark_fd >= 0)
+			unlink(mark);
+		_exit(0);
+	}
 	return io.status;
 }
