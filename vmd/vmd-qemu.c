@@ -403,7 +403,9 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	args_add(&a, "-initrd");
 	args_add(&a, "%s", initrd);
 	args_add(&a, "-append");
-	args_add(&a, "%s", vm->cmdline);
+	/* Freed guest pages are zeroed, so hibernation skips them (zero pages
+	 * are never stored) instead of storing stale data unique to each VM. */
+	args_add(&a, "%s%s", vm->cmdline, strstr(vm->cmdline, "init_on_free=") ? "" : " init_on_free=1");
 	args_add(&a, "-blockdev");
 	args_add(&a, "driver=nbd,node-name=disk0,server.type=unix,server.path=%s,export=%s,"
 		 "reconnect-delay=%u", d->nbd_sock, vm->disk, d->cfg.vmd.reconnect_delay);
