@@ -6,7 +6,6 @@
  * is what lets us advertise multi-conn.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +23,6 @@
 /* $HUTCH_HOME/nbd-acl: which VM uid may open which export (storaged-acl.h). */
 static char acl_path[4096];
 
-/* Serialises our opens and closes: a last close flushes outside the
- * store's lock, and an open plus close racing with it could free the
- * shared image twice. Opens and closes are rare next to I/O. */
-static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
-
 static int be_open(void *opaque, const char *name, const struct ucred *peer, void **handle,
 		   struct nbd_export_info *info)
 {
@@ -39,9 +33,7 @@ static int be_open(void *opaque, const char *name, const struct ucred *peer, voi
 		return -ENOENT;
 	if (!storaged_acl_allows(acl_path, peer, name))
 		return -EACCES;
-	pthread_mutex_lock(&open_lock);
 	int r = store_image_open(s, name, &img);
-	pthread_mutex_unlock(&open_lock);
 	if (r < 0)
 		return r;
 	bool ro = image_readonly(img);
@@ -63,9 +55,7 @@ static int be_open(void *opaque, const char *name, const struct ucred *peer, voi
 
 static void be_close(void *handle)
 {
-	pthread_mutex_lock(&open_lock);
-	image_close(handle);
-	pthread_mutex_unlock(&open_lock);
+	image_close(handle);	/* the last close flushes the image */
 }
 
 static int be_list(void *opaque, const struct ucred *peer, nbd_list_fn fn, void *ctx)
