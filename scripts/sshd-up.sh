@@ -7,13 +7,15 @@ set -eu
 
 usage() {
 	cat <<EOF
-Usage: scripts/sshd-up.sh [--port N] [--login ACCOUNT] [--no-key] [--stop]
+Usage: scripts/sshd-up.sh [--port N] [--login ACCOUNT] [--key FILE.pub | --no-key] [--stop]
 Start an sshd for hutch on 127.0.0.1 with its own config and host key under
 \$HUTCH_HOME/sshd (HUTCH_HOME=${HUTCH_HOME:-/var/lib/hutch}); the host's sshd is left alone.
 
   --port N         listen on 127.0.0.1:N (default: \$HUTCH_SSH_PORT, else a free port)
   --login ACCOUNT  the unix account people log in as (default: hutch when that
                    account exists, else the account running this script)
+  --key FILE.pub   add this public key for the invoking user (default: their
+                   ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub)
   --no-key         do not add the invoking user's public key
   --stop           stop this sshd
 
@@ -23,12 +25,13 @@ hutch-storaged and hutch-vmd must run for a login to reach a VM.
 EOF
 }
 
-port=${HUTCH_SSH_PORT:-} login="" add_key=1 stop=0
+port=${HUTCH_SSH_PORT:-} login="" add_key=1 stop=0 keyfile="" given_key=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--port) port=$2; shift 2 ;;
 	--login) login=$2; shift 2 ;;
 	--no-key) add_key=0; shift ;;
+	--key) keyfile=$2; given_key=1; shift 2 ;;
 	--stop) stop=1; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "sshd-up.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -64,6 +67,8 @@ if [ -z "$login" ]; then
 fi
 id "$login" >/dev/null 2>&1 || { echo "sshd-up.sh: no account '$login'" >&2; exit 1; }
 
+# The port of the last run, so the printed ssh command keeps working.
+[ -n "$port" ] || [ ! -s "$dir/port" ] || port=$(cat "$dir/port")
 if [ -z "$port" ]; then
 	port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 fi
@@ -117,13 +122,16 @@ for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
 [ -s "$pidfile" ] || { echo "sshd-up.sh: sshd did not start; see $dir/sshd.log" >&2; tail -5 "$dir/sshd.log" >&2; exit 1; }
 echo "$port" >"$dir/port"
 
-who="" keyfile=""
+who=""
+[ "$add_key" = 1 ] || keyfile=""
 if [ "$add_key" = 1 ]; then
 	inv=${SUDO_USER:-$(id -un)}
 	inv_home=$(getent passwd "$inv" | cut -d: -f6)
 	for k in id_ed25519 id_ecdsa id_rsa; do
-		if [ -f "$inv_home/.ssh/$k.pub" ]; then keyfile=$inv_home/.ssh/$k.pub; break; fi
+		[ -z "$keyfile" ] || break
+		if [ -f "$inv_home/.ssh/$k.pub" ]; then keyfile=$inv_home/.ssh/$k.pub; fi
 	done
+	[ -z "$keyfile" ] || [ -f "$keyfile" ] || { echo "sshd-up.sh: no key file $keyfile" >&2; exit 1; }
 	# A hutch user name: lower case, letters, digits, '_' and '-'.
 	who=$(printf '%s' "$inv" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9_-' '-')
 	case "$who" in [a-z]*) ;; *) who="u$who" ;; esac
@@ -142,7 +150,11 @@ fi
 echo "hutch sshd listening on 127.0.0.1:$port (config $dir/sshd_config, log $dir/sshd.log, pid $(cat "$pidfile"))"
 if [ -n "$keyfile" ]; then
 	echo "your key $keyfile is hutch user '$who'; land in your VM with:"
-	echo "  ssh -p $port $login@127.0.0.1"
+	if [ -n "$given_key" ]; then
+		echo "  ssh -p $port -i ${keyfile%.pub} $login@127.0.0.1"
+	else
+		echo "  ssh -p $port $login@127.0.0.1"
+	fi
 else
 	echo "add someone with \`hutch user add NAME --key FILE.pub\`, then they land in their VM with:"
 	echo "  ssh -p $port -i THEIR_KEY $login@127.0.0.1"
