@@ -2,8 +2,8 @@
 # Brings hutch up on this machine with nothing to configure: installs what
 # is missing (Debian 12), builds, starts hutch-storaged and hutch-vmd on
 # $HUTCH_HOME (default /var/lib/hutch as root, ~/.hutch otherwise), builds
-# the test template if there is none, creates a first VM, and prints how to
-# reach it. The store is made on first start. `scripts/up.sh --stop` stops
+# the test template if there is none, creates a first VM, starts hutch's own
+# sshd on a loopback port with your public key, and prints how to reach it. The store is made on first start. `scripts/up.sh --stop` stops
 # the daemons (VMs keep running and are re-adopted at the next start).
 set -eu
 cd "$(dirname "$0")/.."
@@ -34,6 +34,7 @@ if [ "${1:-}" = "--stop" ]; then
 			"$hutch" vm stop "$vm"
 		done
 	fi
+	PATH="$build/cli:$build/shell:$PATH" scripts/sshd-up.sh --stop || true
 	stop_daemon vmd
 	stop_daemon storaged
 	exit 0
@@ -72,6 +73,10 @@ start_daemon storaged "$build/storaged/hutch-storaged"
 # hutch-vmd, the test template "default" (built from Debian packages the
 # first time), and a first VM.
 HUTCH_BUILD="$build" scripts/vmd-up.sh first
+
+# hutch's own sshd on a loopback port (the host's sshd is left alone), with
+# the invoking user's public key, if there is one, as a hutch user.
+PATH="$build/cli:$build/shell:$PATH" scripts/sshd-up.sh
 
 cat <<EOT
 
