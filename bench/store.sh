@@ -2,6 +2,8 @@
 # The store engine's own throughput next to fio on a plain file of the same
 # file system, as ratios: sequential 1 MiB write and read, random 4 KiB
 # read and write; one thread, synchronous calls, writes end with a flush.
+# fio keeps the page cache (--invalidate=0): both sides read what the
+# writes before them left in memory.
 #
 #   bench/store.sh [SIZE_MIB (1024)] [SECONDS per random test (10)]
 # Runs in $BENCH_DIR (default /var/tmp/hutch-bench). Needs fio.
@@ -22,7 +24,7 @@ while read -r name value _; do hutch[$name]=$value; done \
 fio_run() {	# bw|iops RW BS [extra fio args]: prints MiB/s or IOPS
 	local metric=$1 rw=$2 bs=$3; shift 3
 	fio --name=peer --filename="$dir/file.raw" --size="${size}M" --ioengine=psync \
-		--rw="$rw" --bs="$bs" --end_fsync=1 --refill_buffers --output-format=json "$@" |
+		--rw="$rw" --bs="$bs" --end_fsync=1 --refill_buffers --invalidate=0 --output-format=json "$@" |
 		/usr/bin/python3 -c '
 import json, sys
 j = json.load(sys.stdin)["jobs"][0]
