@@ -223,8 +223,8 @@ static int cmd_import(int argc, char **argv)
 
 static int cmd_list(int argc, char **argv)
 {
-	static const char *const headers[] = { "NAME", "DISK", "SIZE", "CPUS", "MEMORY", "CMDLINE" };
-	static const bool right[] = { false, false, true, true, true, false };
+	static const char *const headers[] = { "NAME", "DISK", "SIZE", "CPUS", "MEMORY", "WARM", "CMDLINE" };
+	static const bool right[] = { false, false, true, true, true, false, false };
 	json_object *req = json_object_new_object(), *reply, *ts;
 	struct cli_table *t;
 	size_t n;
@@ -249,16 +249,16 @@ static int cmd_list(int argc, char **argv)
 		json_object_put(reply);
 		return 0;
 	}
-	t = cli_table_new(6, headers, right);
+	t = cli_table_new(7, headers, right);
 	for (size_t i = 0; i < n; i++) {
 		json_object *o = json_object_array_get_idx(ts, i);
 		char cpus[16], mem[32];
 
 		snprintf(cpus, sizeof cpus, "%" PRIu64, cli_get_u64(o, "cpus"));
 		snprintf(mem, sizeof mem, "%s", cli_size(cli_get_u64(o, "memory")));
-		const char *cells[6] = { cli_get_str(o, "name"), cli_get_str(o, "disk"),
+		const char *cells[7] = { cli_get_str(o, "name"), cli_get_str(o, "disk"),
 					 cli_size(cli_get_u64(o, "size")), cpus, mem,
-					 cli_get_str(o, "cmdline") };
+					 cli_get_bool(o, "warm") ? "yes" : "no", cli_get_str(o, "cmdline") };
 		cli_table_add(t, cells);
 	}
 	cli_table_print(t);
@@ -284,6 +284,23 @@ static int cmd_rm(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_warm(int argc, char **argv)
+{
+	json_object *req, *reply;
+	int r = cli_want_operands(argc, argv, 1);
+
+	if (r)
+		return r;
+	req = json_object_new_object();
+	json_object_object_add(req, "op", json_object_new_string("template.warm"));
+	json_object_object_add(req, "name", json_object_new_string(argv[1]));
+	if (cli_vmd_call(req, &reply))
+		return 1;
+	r = print_template(reply, "is warm");
+	json_object_put(reply);
+	return r;
+}
+
 static const struct cli_cmd template_cmds[] = {
 	{ "build", "NAME", "build a small bootable template from Debian packages and import it",
 	  "Fetches the cloud kernel, busybox and dropbear with apt-get download (cached),\n"
@@ -302,6 +319,12 @@ static const struct cli_cmd template_cmds[] = {
 	  "  --memory SIZE   default memory (256M)\n"
 	  "The guest is expected to read its identity from fw_cfg opt/hutch/* (see\n"
 	  "docs/hutch-vmd.md) as `template build`'s guests do.\n", cmd_import },
+	{ "warm", "NAME", "boot the template once and keep its memory: VMs resume it instead of booting",
+	  "Boots the template, waits until its SSH server answers, then saves its RAM\n"
+	  "(page-aligned, also in the store), device state and disk. `hutch vm create`\n"
+	  "then resumes that state in milliseconds, sharing the unchanged memory\n"
+	  "between VMs, and gives each VM its own identity (`--cold` boots instead).\n"
+	  "Warm again after changing the template.\n", cmd_warm },
 	{ "list", NULL, "templates and their defaults", NULL, cmd_list },
 	{ "rm", "NAME", "remove a template (VMs made from it keep working)", NULL, cmd_rm },
 	{ 0 },

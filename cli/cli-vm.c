@@ -100,7 +100,7 @@ static int vm_call_print(json_object *req, const char *verb)
 	return 0;
 }
 
-enum { OPT_NO_START = 256, OPT_NO_WAIT, OPT_FORCE, OPT_LOG };
+enum { OPT_NO_START = 256, OPT_NO_WAIT, OPT_FORCE, OPT_LOG, OPT_COLD, OPT_LIVE };
 
 /* Options shared by create and fork. */
 static int parse_vm_opts(int argc, char **argv, json_object *req, bool with_template)
@@ -111,6 +111,8 @@ static int parse_vm_opts(int argc, char **argv, json_object *req, bool with_temp
 		{ "memory", required_argument, NULL, 'm' },
 		{ "no-start", no_argument, NULL, OPT_NO_START },
 		{ "no-wait", no_argument, NULL, OPT_NO_WAIT },
+		{ "cold", no_argument, NULL, OPT_COLD },
+		{ "live", no_argument, NULL, OPT_LIVE },
 		{ 0 },
 	};
 	int c;
@@ -141,6 +143,16 @@ static int parse_vm_opts(int argc, char **argv, json_object *req, bool with_temp
 			break;
 		case OPT_NO_WAIT:
 			json_object_object_add(req, "wait", json_object_new_boolean(false));
+			break;
+		case OPT_COLD:
+			if (!with_template)
+				return cli_usage("--cold only applies to `vm create`");
+			json_object_object_add(req, "cold", json_object_new_boolean(true));
+			break;
+		case OPT_LIVE:
+			if (with_template)
+				return cli_usage("--live only applies to `vm fork`");
+			json_object_object_add(req, "live", json_object_new_boolean(true));
 			break;
 		default:
 			return 2;
@@ -503,7 +515,10 @@ static const struct cli_cmd vm_cmds[] = {
 	  "  --memory SIZE  guest RAM, e.g. 512M (default: the template's)\n"
 	  "  --no-start     only create it\n"
 	  "  --no-wait      return once QEMU runs, before the guest's SSH answers\n"
-	  "The disk is an O(1) fork in the store. A VM that cannot start is not kept.\n",
+	  "  --cold         boot it even when the template is warm\n"
+	  "The disk is an O(1) fork in the store. A VM that cannot start is not kept.\n"
+	  "From a warm template (`hutch template warm`) the VM resumes the template's\n"
+	  "booted memory, shared copy-on-write, and gets its own identity at once.\n",
 	  cmd_create },
 	{ "start", "NAME", "boot a stopped VM and wait until its SSH answers",
 	  "Options:\n  --no-wait   return once QEMU runs\n", cmd_start },
@@ -528,6 +543,8 @@ static const struct cli_cmd vm_cmds[] = {
 	  "status, stdout and stderr of COMMAND pass through.\n", cmd_ssh },
 	{ "fork", "SRC DST", "a new VM whose disk is a fork of stopped VM SRC's disk",
 	  "Options: --cpus N, --memory SIZE, --no-start, --no-wait (as for create).\n"
+	  "  --live   fork running SRC with its memory: SRC stops only while its state\n"
+	  "           is saved, then both run on; DST's processes carry on too\n"
 	  "DST gets its own identity: hostname, machine-id, SSH host keys, RNG seed.\n",
 	  cmd_fork },
 	{ 0 },

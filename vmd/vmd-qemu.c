@@ -378,8 +378,13 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	/* Guest RAM in a shared file: hibernation saves it page-aligned into the
 	 * store and a resumed QEMU maps it back (vmd-sleep.c). */
 	args_add(&a, "-object");
-	args_add(&a, "memory-backend-file,id=ram0,size=%" PRIu64 "M,mem-path=%s/ram,share=on",
-		 vm->memory >> 20, run);
+	if (vm->warm_from[0])
+		/* A warm fork: the template's RAM, private copy-on-write (vmd-warm.c). */
+		args_add(&a, "memory-backend-file,id=ram0,size=%" PRIu64 "M,mem-path=%s/%s/warm.ram,share=off",
+			 vm->memory >> 20, d->templates_dir, vm->warm_from);
+	else
+		args_add(&a, "memory-backend-file,id=ram0,size=%" PRIu64 "M,mem-path=%s/ram,share=on",
+			 vm->memory >> 20, run);
 	args_add(&a, "-machine");
 	args_add(&a, "q35,memory-backend=ram0");
 	args_add(&a, "-accel");

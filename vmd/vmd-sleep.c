@@ -65,7 +65,7 @@ enum vm_tier vm_tier_from_name(const char *s)
 
 /* Runs ARGV, output into OUT (one line), killed with us (PDEATHSIG) or after
  * timeout_ms. Returns its exit status, or -errno. */
-static int run_cmd(char *const argv[], char *out, size_t outsz, unsigned timeout_ms)
+int run_cmd(char *const argv[], char *out, size_t outsz, unsigned timeout_ms)
 {
 	int pfd[2], status = 0;
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
@@ -229,7 +229,7 @@ static void nbd_uri(struct vmd *d, const char *image, char *buf, size_t sz)
 }
 
 /* Copies local FILE into the new store image IMAGE, skipping holes and zero blocks. */
-static int file_to_image(struct vmd *d, const char *file, const char *image, uint64_t size,
+int file_to_image(struct vmd *d, const char *file, const char *image, uint64_t size,
 			 char *err, size_t errsz)
 {
 	char uri[VMD_PATH_MAX + 300], out[1024];
@@ -275,7 +275,7 @@ static int image_to_file(struct vmd *d, const char *image, const char *file, uin
 	return 0;
 }
 
-static int vm_qmp(struct vmd *d, struct vm *vm, struct qmp **q, char *err, size_t errsz)
+int vm_qmp(struct vmd *d, struct vm *vm, struct qmp **q, char *err, size_t errsz)
 {
 	char path[VMD_PATH_MAX];
 	int r;
@@ -302,7 +302,7 @@ static int qmp_status(struct qmp *q, char *status, size_t sz)
 	return r;
 }
 
-static int set_ignore_shared(struct qmp *q, char *err, size_t errsz)
+int set_ignore_shared(struct qmp *q, char *err, size_t errsz)
 {
 	json_object *args = json_object_new_object(), *caps = json_object_new_array();
 	json_object *cap = json_object_new_object();
@@ -317,7 +317,7 @@ static int set_ignore_shared(struct qmp *q, char *err, size_t errsz)
 	return r;
 }
 
-static int qmp_uri_cmd(struct qmp *q, const char *cmd, const char *uri, char *err, size_t errsz)
+int qmp_uri_cmd(struct qmp *q, const char *cmd, const char *uri, char *err, size_t errsz)
 {
 	json_object *args = json_object_new_object();
 	int r;
@@ -329,7 +329,7 @@ static int qmp_uri_cmd(struct qmp *q, const char *cmd, const char *uri, char *er
 }
 
 /* Polls query-migrate until the migration completed or failed. */
-static int wait_migration(struct qmp *q, char *err, size_t errsz)
+int wait_migration(struct qmp *q, char *err, size_t errsz)
 {
 	uint64_t deadline = now_ns() + (uint64_t)MIGRATE_TIMEOUT_MS * 1000000u;
 
@@ -372,7 +372,9 @@ static bool qemu_has_ram_file(struct vmd *d, struct vm *vm)
 	if (fd < 0)
 		return false;
 	n = read(fd, buf, sizeof buf);
-	return n > 0 && memmem(buf, (size_t)n, "memory-backend-file", 19) != NULL;
+	/* A warm fork maps its template's RAM privately (share=off): not its own file. */
+	return n > 0 && memmem(buf, (size_t)n, "memory-backend-file", 19) != NULL &&
+	       !memmem(buf, (size_t)n, "share=off", 9);
 }
 
 /*
@@ -380,7 +382,7 @@ static bool qemu_has_ram_file(struct vmd *d, struct vm *vm)
  * the VM's uid, which cannot enter the VM's own directory; so a directory
  * of that uid's own under $HOME/run/sleep.
  */
-static int state_path(struct vmd *d, struct vm *vm, char *buf, size_t sz)
+int state_path(struct vmd *d, struct vm *vm, char *buf, size_t sz)
 {
 	char dir[VMD_PATH_MAX], name[HUTCH_NAME_MAX + 16];
 

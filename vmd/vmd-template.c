@@ -39,6 +39,7 @@ int template_load(struct vmd *d, const char *name, json_object **out)
 	o = json_object_from_file(path);
 	if (!o)
 		return -ENOENT;
+	template_warm_annotate(d, name, o);
 	*out = o;
 	return 0;
 }
@@ -322,6 +323,7 @@ static int op_rm(struct vmd *d, int fd, json_object *req)
 		goto out;
 	}
 	json_object_put(t);
+	template_warm_forget(d, name);
 	xsnprintf(dir, sizeof dir, "%s/%s", d->templates_dir, name);
 	nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	log_info("template %s removed", name);

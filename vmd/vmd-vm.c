@@ -163,7 +163,12 @@ static int vm_start_locked(struct vmd *d, struct vm *vm, bool wait, char *err, s
 	vm->error[0] = '\0';
 	pthread_mutex_unlock(&d->lock);
 
-	r = vm_qemu_start(d, vm, err, errsz);
+	bool fork_resume = vm->warm_from[0] || vm->live_fork;
+
+	/* The first start of a warm or live fork resumes saved memory (vmd-warm.c). */
+	r = fork_resume ? vm_warm_start(d, vm, err, errsz) : vm_qemu_start(d, vm, err, errsz);
+	vm->warm_from[0] = '\0';
+	vm->live_fork = false;
 	pthread_mutex_lock(&d->lock);
 	if (r < 0) {
 		vm->state = VM_STOPPED;
@@ -179,9 +184,12 @@ static int vm_start_locked(struct vmd *d, struct vm *vm, bool wait, char *err, s
 	log_info("VM %s started (pid %d, %s, ssh on 127.0.0.1:%u)", vm->name, vm->pid, vm->accel,
 		 vm->ssh_port);
 	vmd_monitor_kick(d);
-	if (!wait)
+	if (!wait && !fork_resume)
 		return 0;
 	r = vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms);
+	/* A fork must not keep its source's identity: given before anyone logs in. */
+	if (fork_resume && r == 0 && (r = vm_warm_reidentify(d, vm, err, errsz)) < 0)
+		return r;
 	if (r == -ESRCH) {
 		char log[VMD_PATH_MAX];
 
@@ -452,7 +460,7 @@ static void vm_destroy(struct vmd *d, struct vm *vm, bool image)
  */
 static int vm_make(struct vmd *d, int fd, const char *name, const char *src_image,
 		   const char *tmpl_name, const char *kernel, const char *initrd, const char *cmdline,
-		   unsigned cpus, uint64_t memory, bool start, bool wait)
+		   unsigned cpus, uint64_t memory, bool start, bool wait, const char *warm_from, bool live)
 {
 	char err[ERRSZ] = "", path[VMD_PATH_MAX], mem[32], host[32];
 	uint64_t hostmem = host_memory();
@@ -482,6 +490,8 @@ static int vm_make(struct vmd *d, int fd, const char *name, const char *src_imag
 	vm->cpus = cpus;
 	vm->memory = memory;
 	vm->created = (uint64_t)time(NULL);
+	xsnprintf(vm->warm_from, sizeof vm->warm_from, "%s", warm_from ? warm_from : "");
+	vm->live_fork = live;
 	if (new_identity(vm) < 0) {
 		free(vm);
 		return ctl_reply_error(fd, EIO, "cannot read /dev/urandom");
@@ -579,9 +589,24 @@ static int op_create(struct vmd *d, int fd, json_object *req)
 		json_object_object_get_ex(t, "memory", &v) ? (uint64_t)json_object_get_int64(v) : 256u << 20);
 	const char *disk = json_object_object_get_ex(t, "disk", &v) ? json_object_get_string(v) : "";
 	const char *cmdline = json_object_object_get_ex(t, "cmdline", &v) ? json_object_get_string(v) : "";
+	char warm_disk[HUTCH_NAME_MAX + 1];
+	unsigned wcpus;
+	uint64_t wmem;
+	bool warm = !arg_bool(req, "cold", false) && arg_bool(req, "start", true) &&
+		    template_warm_get(d, tmpl, &wcpus, &wmem, warm_disk, sizeof warm_disk) == 0;
 
+	if (warm) {
+		/* Resumed memory needs the machine it was saved on. */
+		if (cpus != wcpus || memory != wmem) {
+			json_object_put(t);
+			return ctl_reply_error(fd, EINVAL, "template '%s' is warm with %u CPUs and %" PRIu64
+					       " MiB; create the VM with those, or boot it cold (--cold)",
+					       tmpl, wcpus, wmem >> 20);
+		}
+		disk = warm_disk;
+	}
 	r = vm_make(d, fd, name, disk, tmpl, kernel, initrd, cmdline, cpus, memory,
-		    arg_bool(req, "start", true), arg_bool(req, "wait", true));
+		    arg_bool(req, "start", true), arg_bool(req, "wait", true), warm ? tmpl : NULL, false);
 	json_object_put(t);
 	return r;
 }
@@ -605,15 +630,42 @@ static int op_fork(struct vmd *d, int fd, json_object *req)
 	pthread_mutex_lock(&d->lock);
 	bool running = s->state == VM_RUNNING || s->state == VM_STARTING || s->state == VM_STOPPING;
 	pthread_mutex_unlock(&d->lock);
-	if (running) {
+	if (arg_bool(req, "live", false)) {
+		char err[ERRSZ] = "", tmp[HUTCH_NAME_MAX + 32];
+		struct vm *other = vmd_find(d, dst);
+
+		if (other) {
+			vm_put(d, other);
+			r = ctl_reply_error(fd, EEXIST, "a VM named '%s' already exists (see `hutch vm list`)", dst);
+		} else if ((r = vm_live_fork_save(d, s, dst, tmp, sizeof tmp, err, sizeof err)) < 0) {
+			r = ctl_reply_error(fd, r, "%s", err);
+		} else {
+			/* SRC runs on: only the moment of the save needed it. */
+			unsigned cpus = s->cpus;
+			uint64_t memory = s->memory;
+			char disk_tmpl[HUTCH_NAME_MAX + 1], cmdline[sizeof s->cmdline];
+
+			xsnprintf(disk_tmpl, sizeof disk_tmpl, "%s", s->template_name);
+			xsnprintf(cmdline, sizeof cmdline, "%s", s->cmdline);
+			vm_dir(d, src, "vmlinuz", kernel, sizeof kernel);
+			vm_dir(d, src, "initrd.img", initrd, sizeof initrd);
+			pthread_mutex_unlock(&s->op_lock);
+			r = vm_make(d, fd, dst, tmp, disk_tmpl, kernel, initrd, cmdline, cpus, memory,
+				    true, true, NULL, true);
+			if (vmd_image_rm(d, tmp, err, sizeof err) < 0)
+				log_warn("cannot remove the store image %s: %s", tmp, err);
+			vm_put(d, s);
+			return r;
+		}
+	} else if (running) {
 		r = ctl_reply_error(fd, EBUSY, "VM '%s' is running; stop it first (`hutch vm stop %s`) "
-				    "so its disk is consistent", src, src);
+				    "so its disk is consistent, or fork it with its memory (--live)", src, src);
 	} else {
 		vm_dir(d, src, "vmlinuz", kernel, sizeof kernel);
 		vm_dir(d, src, "initrd.img", initrd, sizeof initrd);
 		r = vm_make(d, fd, dst, s->disk, s->template_name, kernel, initrd, s->cmdline,
 			    (unsigned)arg_u64(req, "cpus", s->cpus), arg_u64(req, "memory", s->memory),
-			    arg_bool(req, "start", true), arg_bool(req, "wait", true));
+			    arg_bool(req, "start", true), arg_bool(req, "wait", true), NULL, false);
 	}
 	pthread_mutex_unlock(&s->op_lock);
 	vm_put(d, s);
@@ -699,6 +751,8 @@ int vmd_op(struct vmd *d, int fd, const char *op, json_object *req)
 	if (strcmp(op, "vm.pause") == 0 || strcmp(op, "vm.hibernate") == 0 ||
 	    strcmp(op, "vm.resume") == 0 || strcmp(op, "vm.session") == 0)
 		return vmd_sleep_op(d, fd, op, req);
+	if (strcmp(op, "template.warm") == 0)
+		return vmd_warm_op(d, fd, op, req);
 	if (strncmp(op, "template.", 9) == 0)
 		return vmd_template_op(d, fd, op, req);
 	return ctl_reply_error(fd, EOPNOTSUPP, "unknown op '%s' (see docs/hutch-vmd.md)", op);

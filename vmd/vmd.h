@@ -68,6 +68,8 @@ struct vm {
 	bool removed;			/* unlinked from the list; freed at the last ref */
 	unsigned refs;
 	bool incoming;			/* next QEMU waits for a migration stream (resume) */
+	char warm_from[HUTCH_NAME_MAX + 1];	/* first start resumes this warm template (vmd-warm.c) */
+	bool live_fork;			/* first start resumes a live fork's saved state (vmd-warm.c) */
 	unsigned sessions;		/* open sessions (vm.session), keep it awake */
 	struct vm_idle idle;
 	struct vm *next;
@@ -147,6 +149,31 @@ void vm_sleep_forget(struct vmd *d, struct vm *vm);
  * resume that a killed hutch-vmd left half done. */
 void vm_sleep_recover(struct vmd *d, struct vm *vm);
 int vmd_sleep_op(struct vmd *d, int fd, const char *op, json_object *req);
+/* Shared with vmd-warm.c: the migration steps and copies of hibernate/resume. */
+struct qmp;
+int run_cmd(char *const argv[], char *out, size_t outsz, unsigned timeout_ms);
+int file_to_image(struct vmd *d, const char *file, const char *image, uint64_t size, char *err, size_t errsz);
+int vm_qmp(struct vmd *d, struct vm *vm, struct qmp **q, char *err, size_t errsz);
+int set_ignore_shared(struct qmp *q, char *err, size_t errsz);
+int qmp_uri_cmd(struct qmp *q, const char *cmd, const char *uri, char *err, size_t errsz);
+int wait_migration(struct qmp *q, char *err, size_t errsz);
+int state_path(struct vmd *d, struct vm *vm, char *buf, size_t sz);
+
+/* vmd-warm.c: warm templates and live forks */
+int vmd_warm_op(struct vmd *d, int fd, const char *op, json_object *req);
+/* Adds "warm" (and its details) to a template object from template_load(). */
+void template_warm_annotate(struct vmd *d, const char *name, json_object *t);
+/* The warm state's CPUs and memory; -ENOENT when TMPL is not warm. */
+int template_warm_get(struct vmd *d, const char *tmpl, unsigned *cpus, uint64_t *memory, char *disk, size_t disksz);
+/* Removes a template's warm images and files (template rm). */
+void template_warm_forget(struct vmd *d, const char *name);
+/* Starts VM's QEMU from a warm template or a live fork's saved state, and continues its guest. */
+int vm_warm_start(struct vmd *d, struct vm *vm, char *err, size_t errsz);
+/* After the first SSH banner of a warm or live fork: new identity, RNG reseed, clock. */
+int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz);
+/* Live fork, SRC's op_lock held: saves SRC's state for DST and forks its disk into TMP_IMAGE. */
+int vm_live_fork_save(struct vmd *d, struct vm *src, const char *dst, char *tmp_image, size_t tmpsz,
+		      char *err, size_t errsz);
 
 /* vmd-idle.c: the idle policy thread */
 void *vmd_idle_thread(void *arg);

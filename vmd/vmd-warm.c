@@ -1,0 +1,580 @@
+/*
+ * Warm templates and live forks: new VMs resumed from a booted guest's
+ * memory instead of booted.
+ *
+ * `template warm` boots the template once (a VM of its own, never in the
+ * list), waits for its SSH banner, stops it and saves, with the migration
+ * of vmd-sleep.c (x-ignore-shared), only its device state; its RAM stays in
+ * the shared file QEMU ran on, which becomes templates/NAME/warm.ram (and a
+ * copy in the store image template.NAME.ram, page-aligned). The disk it ran
+ * on, template.NAME.warm, is consistent with that RAM: the migration
+ * flushed it.
+ *
+ * A VM created from it maps warm.ram with share=off (MAP_PRIVATE): all VMs
+ * share the page cache of one file and get private copies only of the pages
+ * they write. Its QEMU starts with -incoming defer, loads the device state
+ * and continues: the guest carries on from the moment of the save. Then,
+ * over SSH with the platform's key, it gets its own identity: hostname,
+ * machine-id, SSH host keys, MAC, the clock, and a kernel RNG reseeded with
+ * host entropy that is credited (hutch-guest-reseed: RNDADDENTROPY and
+ * RNDRESEEDCRNG, as the guest kernel has no vmgenid driver).
+ *
+ * A live fork saves a running VM the same way, copies its RAM file while it
+ * is stopped, forks its disk, and lets it run on; the new VM resumes from
+ * the copy and is re-identified like a warm one.
+ */
+#include "vmd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "ctl.h"
+#include "hutch-version.h"
+#include "log.h"
+#include "vmd-qmp.h"
+
+#define ERRSZ 1024
+#define QMP_TIMEOUT_MS 10000
+#define COPY_TIMEOUT_MS 600000
+
+static pthread_mutex_t warm_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int tdir_file(struct vmd *d, const char *tmpl, const char *file, char *buf, size_t sz)
+{
+	int n = xsnprintf(buf, sz, "%s/%s/%s", d->templates_dir, tmpl, file);
+
+	return n < 0 || (size_t)n >= sz ? -ENAMETOOLONG : 0;
+}
+
+/* Staging files of a live fork, before DST's directory has its run/. */
+static int live_file(struct vmd *d, const char *dst, const char *file, char *buf, size_t sz)
+{
+	char rel[HUTCH_NAME_MAX + 64];
+
+	xsnprintf(rel, sizeof rel, "run/live/%s", dst);
+	if (hutch_path(buf, sz, d->home, "run/live") < 0)
+		return -ENAMETOOLONG;
+	/* Traversable: SRC's QEMU writes the state as its own uid (see below). */
+	mkdir(buf, 0711);
+	if (hutch_path(buf, sz, d->home, rel) < 0)
+		return -ENAMETOOLONG;
+	mkdir(buf, 0700);
+	if (!file)
+		return 0;
+	size_t len = strlen(buf);
+	return (size_t)xsnprintf(buf + len, sz - len, "/%s", file) >= sz - len ? -ENAMETOOLONG : 0;
+}
+
+static int copy_file(const char *src, const char *dst, char *err, size_t errsz)
+{
+	char out[512];
+	char *argv[] = { (char *)"cp", (char *)"--sparse=always", (char *)"--reflink=auto", (char *)src,
+			 (char *)dst, NULL };
+	int r = run_cmd(argv, out, sizeof out, COPY_TIMEOUT_MS);
+
+	if (r != 0) {
+		xsnprintf(err, errsz, "cannot copy %s to %s: %s", src, dst, r < 0 ? strerror(-r) : out);
+		return -EIO;
+	}
+	return 0;
+}
+
+static void rm_quiet(struct vmd *d, const char *image)
+{
+	char err[ERRSZ];
+	int r = vmd_image_rm(d, image, err, sizeof err);
+
+	if (r < 0 && r != -ENOENT)
+		log_warn("cannot remove store image %s: %s", image, err);
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path) < 0 ? 0 : 0;
+}
+
+/* Stops the guest and saves its device state into STATE (RAM stays in its file). */
+static int save_state(struct qmp *q, const char *state, char *err, size_t errsz)
+{
+	char uri[VMD_PATH_MAX + 16];
+	int r;
+
+	unlink(state);
+	if ((r = qmp_execute(q, "stop", NULL, QMP_TIMEOUT_MS, NULL, err, errsz)) < 0 ||
+	    (r = set_ignore_shared(q, err, errsz)) < 0)
+		return r;
+	xsnprintf(uri, sizeof uri, "exec:cat > '%s'", state);
+	if ((r = qmp_uri_cmd(q, "migrate", uri, err, errsz)) < 0 || (r = wait_migration(q, err, errsz)) < 0)
+		return r;
+	return 0;
+}
+
+/* ---- template warm ---------------------------------------------------------- */
+
+void template_warm_annotate(struct vmd *d, const char *name, json_object *t)
+{
+	char path[VMD_PATH_MAX];
+	json_object *w;
+
+	if (tdir_file(d, name, "warm.json", path, sizeof path) < 0 || !(w = json_object_from_file(path))) {
+		json_object_object_add(t, "warm", json_object_new_boolean(false));
+		return;
+	}
+	json_object_object_add(t, "warm", json_object_new_boolean(true));
+	json_object_object_add(t, "warm_state", w);
+}
+
+int template_warm_get(struct vmd *d, const char *tmpl, unsigned *cpus, uint64_t *memory, char *disk,
+		      size_t disksz)
+{
+	char path[VMD_PATH_MAX];
+	json_object *w, *v;
+
+	if (tdir_file(d, tmpl, "warm.json", path, sizeof path) < 0 || !(w = json_object_from_file(path)))
+		return -ENOENT;
+	*cpus = json_object_object_get_ex(w, "cpus", &v) ? (unsigned)json_object_get_int64(v) : 1;
+	*memory = json_object_object_get_ex(w, "memory", &v) ? (uint64_t)json_object_get_int64(v) : 0;
+	xsnprintf(disk, disksz, "%s", json_object_object_get_ex(w, "disk", &v) ? json_object_get_string(v) : "");
+	json_object_put(w);
+	if (tdir_file(d, tmpl, "warm.ram", path, sizeof path) < 0 || access(path, R_OK) < 0)
+		return -ENOENT;
+	return 0;
+}
+
+void template_warm_forget(struct vmd *d, const char *name)
+{
+	static const char *const suffix[] = { "warm", "ram", "state" };
+	char img[HUTCH_NAME_MAX + 32], path[VMD_PATH_MAX];
+
+	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+		xsnprintf(img, sizeof img, "template.%s.%s", name, suffix[i]);
+		rm_quiet(d, img);
+	}
+	if (tdir_file(d, name, "warm.json", path, sizeof path) == 0)
+		unlink(path);
+}
+
+static int warm_locked(struct vmd *d, const char *name, json_object *t, char *err, size_t errsz)
+{
+	char wname[HUTCH_NAME_MAX + 16], tdir[VMD_PATH_MAX], src[VMD_PATH_MAX], dst[VMD_PATH_MAX];
+	char state[VMD_PATH_MAX], ram[VMD_PATH_MAX], img[HUTCH_NAME_MAX + 32], vdir[VMD_PATH_MAX];
+	unsigned char rnd[22];
+	struct qmp *q = NULL;
+	struct stat st;
+	json_object *v;
+	struct vm *vm;
+	int r;
+	uint64_t t0 = now_ns(), t1, t2;
+
+	vm = vm_new();
+	if (!vm)
+		return -ENOMEM;
+	/* A VM of its own, under a name no listed VM can have ('.' first). */
+	xsnprintf(wname, sizeof wname, ".warm-%s", name);
+	xsnprintf(vm->name, sizeof vm->name, "%s", wname);
+	xsnprintf(vm->template_name, sizeof vm->template_name, "%s", name);
+	xsnprintf(vm->disk, sizeof vm->disk, "template.%s.warm", name);
+	xsnprintf(vm->cmdline, sizeof vm->cmdline, "%s",
+		  json_object_object_get_ex(t, "cmdline", &v) ? json_object_get_string(v) : "");
+	vm->cpus = json_object_object_get_ex(t, "cpus", &v) ? (unsigned)json_object_get_int64(v) : 1;
+	vm->memory = json_object_object_get_ex(t, "memory", &v) ? (uint64_t)json_object_get_int64(v) : 256u << 20;
+	{
+		_cleanup_close_ int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+			free(vm);
+			return -EIO;
+		}
+	}
+	for (int i = 0; i < 16; i++)
+		sprintf(vm->machine_id + 2 * i, "%02x", rnd[i]);
+	xsnprintf(vm->mac, sizeof vm->mac, "52:54:00:%02x:%02x:%02x", rnd[16], rnd[17], rnd[18]);
+
+	xsnprintf(tdir, sizeof tdir, "%s/%s", d->templates_dir, name);
+	if (vm_dir(d, wname, NULL, vdir, sizeof vdir) < 0 || tdir_file(d, name, "warm.state", state, sizeof state) < 0 ||
+	    tdir_file(d, name, "warm.ram", ram, sizeof ram) < 0) {
+		free(vm);
+		return -ENAMETOOLONG;
+	}
+	nftw(vdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	template_warm_forget(d, name);
+	if (mkdir(vdir, 0700) < 0) {
+		r = -errno;
+		xsnprintf(err, errsz, "cannot make %s: %s", vdir, strerror(-r));
+		goto out;
+	}
+	for (int i = 0; i < 2; i++) {
+		const char *f = i ? "initrd.img" : "vmlinuz";
+
+		xsnprintf(src, sizeof src, "%s/%s", tdir, f);
+		vm_dir(d, wname, f, dst, sizeof dst);
+		if (link(src, dst) < 0 && (r = copy_file(src, dst, err, errsz)) < 0)
+			goto out;
+	}
+	const char *disk = json_object_object_get_ex(t, "disk", &v) ? json_object_get_string(v) : "";
+	if ((r = vmd_image_fork(d, disk, vm->disk, err, errsz)) < 0)
+		goto out;
+
+	vm->state = VM_STARTING;
+	if ((r = vm_qemu_start(d, vm, err, errsz)) < 0)
+		goto out;
+	vm->state = VM_RUNNING;
+	log_info("template %s: warming (QEMU pid %d), waiting for its SSH server", name, vm->pid);
+	if ((r = vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms)) < 0) {
+		xsnprintf(err, errsz, "the template's guest did not answer SSH within %u s; see %s/console.log",
+			 d->cfg.vmd.boot_timeout_ms / 1000, vdir);
+		goto out;
+	}
+	t1 = now_ns();
+	xsnprintf(dst, sizeof dst, "%s.tmp", state);
+	if ((r = vm_qmp(d, vm, &q, err, errsz)) < 0 || (r = save_state(q, dst, err, errsz)) < 0)
+		goto out;
+	qmp_execute(q, "quit", NULL, 2000, NULL, NULL, 0);
+	if (pidfd_wait(vm->pidfd, 10000) < 0)
+		syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
+	pidfd_wait(vm->pidfd, 5000);
+	if (stat(dst, &st) < 0 || st.st_size == 0) {
+		r = -EIO;
+		xsnprintf(err, errsz, "QEMU wrote no device state into %s", dst);
+		goto out;
+	}
+	if (rename(dst, state) < 0) {
+		r = -errno;
+		xsnprintf(err, errsz, "cannot rename %s: %s", dst, strerror(-r));
+		goto out;
+	}
+	chmod(state, 0644);
+	vm_dir(d, wname, "run/ram", src, sizeof src);
+	if (rename(src, ram) < 0) {
+		r = -errno;
+		xsnprintf(err, errsz, "cannot move the template's RAM %s to %s: %s", src, ram, strerror(-r));
+		goto out;
+	}
+	/* The store keeps it too, page-aligned (dedups with hibernations of its VMs). */
+	xsnprintf(img, sizeof img, "template.%s.ram", name);
+	if ((r = file_to_image(d, ram, img, vm->memory, err, errsz)) < 0)
+		goto out;
+	xsnprintf(img, sizeof img, "template.%s.state", name);
+	if ((r = file_to_image(d, state, img, ((uint64_t)st.st_size + 4095) & ~4095ull, err, errsz)) < 0)
+		goto out;
+	t2 = now_ns();
+
+	json_object *w = json_object_new_object();
+	json_object_object_add(w, "disk", json_object_new_string(vm->disk));
+	json_object_object_add(w, "cpus", json_object_new_int64(vm->cpus));
+	json_object_object_add(w, "memory", json_object_new_int64((int64_t)vm->memory));
+	json_object_object_add(w, "state_size", json_object_new_int64(st.st_size));
+	json_object_object_add(w, "created", json_object_new_int64((int64_t)time(NULL)));
+	json_object_object_add(w, "boot_ms", json_object_new_int64((int64_t)((t1 - t0) / 1000000)));
+	json_object_object_add(w, "save_ms", json_object_new_int64((int64_t)((t2 - t1) / 1000000)));
+	tdir_file(d, name, "warm.json", dst, sizeof dst);
+	const char *js = json_object_to_json_string_ext(w, JSON_C_TO_STRING_PRETTY);
+	r = write_file_atomic(dst, js, strlen(js), 0644);
+	json_object_put(w);
+	if (r < 0) {
+		xsnprintf(err, errsz, "cannot write %s: %s", dst, strerror(-r));
+		goto out;
+	}
+	log_info("template %s is warm (booted in %" PRIu64 " ms, saved in %" PRIu64 " ms, device state %lld bytes)",
+		 name, (t1 - t0) / 1000000, (t2 - t1) / 1000000, (long long)st.st_size);
+out:
+	if (q)
+		qmp_close(q);
+	if (vm->pidfd >= 0) {
+		syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
+		pidfd_wait(vm->pidfd, 5000);
+		close(vm->pidfd);
+	}
+	nftw(vdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	if (r < 0) {
+		template_warm_forget(d, name);
+		unlink(ram);
+		unlink(state);
+	}
+	pthread_mutex_destroy(&vm->op_lock);
+	free(vm);
+	return r;
+}
+
+int vmd_warm_op(struct vmd *d, int fd, const char *op, json_object *req)
+{
+	char why[256], err[ERRSZ] = "";
+	const char *name;
+	json_object *t, *o;
+	int r;
+
+	if (ctl_arg_string(req, "name", &name, why, sizeof why) < 0)
+		return ctl_reply_error(fd, EINVAL, "%s", why);
+	if (template_load(d, name, &t) < 0)
+		return ctl_reply_error(fd, ENOENT, "no template named '%s' (see `hutch template list`)", name);
+	pthread_mutex_lock(&warm_lock);
+	r = warm_locked(d, name, t, err, sizeof err);
+	pthread_mutex_unlock(&warm_lock);
+	json_object_put(t);
+	if (r < 0)
+		return ctl_reply_error(fd, r, "cannot warm template '%s': %s", name, err[0] ? err : strerror(-r));
+	if (template_load(d, name, &t) < 0)
+		return ctl_reply_error(fd, ENOENT, "template '%s' was removed meanwhile", name);
+	o = json_object_new_object();
+	json_object_object_add(o, "template", t);
+	return ctl_reply_ok(fd, o);
+}
+
+/* ---- starting a warm or live fork ------------------------------------------- */
+
+int vm_warm_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
+{
+	char state[VMD_PATH_MAX], src[VMD_PATH_MAX], dst[VMD_PATH_MAX], uri[VMD_PATH_MAX + 16];
+	struct qmp *q = NULL;
+	uint64_t t0 = now_ns(), t1;
+	int r;
+
+	if ((r = state_path(d, vm, state, sizeof state)) < 0) {
+		xsnprintf(err, errsz, "cannot make the directory for %s's device state: %s", vm->name,
+			 strerror(-r));
+		return r;
+	}
+	if (vm_dir(d, vm->name, "run", dst, sizeof dst) == 0)
+		mkdir(dst, 0700);
+	if (vm->live_fork) {
+		/* The copy of SRC's RAM becomes this VM's own shared RAM file. */
+		live_file(d, vm->name, "ram", src, sizeof src);
+		vm_dir(d, vm->name, "run/ram", dst, sizeof dst);
+		if (rename(src, dst) < 0) {
+			r = -errno;
+			xsnprintf(err, errsz, "cannot move the forked RAM %s: %s", src, strerror(-r));
+			return r;
+		}
+		live_file(d, vm->name, "state", src, sizeof src);
+	} else {
+		tdir_file(d, vm->warm_from, "warm.state", src, sizeof src);
+	}
+	unlink(state);
+	if ((r = copy_file(src, state, err, errsz)) < 0)
+		return r;
+	if (vm->uid && chown(state, vm->uid, vm->uid) < 0) {
+		r = -errno;
+		xsnprintf(err, errsz, "cannot hand %s to the VM's uid: %s", state, strerror(-r));
+		return r;
+	}
+	vm->incoming = true;
+	r = vm_qemu_start(d, vm, err, errsz);
+	vm->incoming = false;
+	if (r < 0)
+		return r;
+	xsnprintf(uri, sizeof uri, "exec:cat '%s'", state);
+	if ((r = vm_qmp(d, vm, &q, err, errsz)) < 0 || (r = set_ignore_shared(q, err, errsz)) < 0 ||
+	    (r = qmp_uri_cmd(q, "migrate-incoming", uri, err, errsz)) < 0 ||
+	    (r = wait_migration(q, err, errsz)) < 0 ||
+	    (r = qmp_execute(q, "cont", NULL, QMP_TIMEOUT_MS, NULL, err, errsz)) < 0) {
+		if (q)
+			qmp_close(q);
+		pthread_mutex_lock(&d->lock);
+		int pidfd = vm->pidfd;
+		vm->pidfd = -1;
+		vm->pid = 0;
+		pthread_mutex_unlock(&d->lock);
+		if (pidfd >= 0) {
+			syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+			pidfd_wait(pidfd, 5000);
+			close(pidfd);
+		}
+		return r;
+	}
+	qmp_close(q);
+	t1 = now_ns();
+	unlink(state);
+	if (vm->live_fork) {
+		live_file(d, vm->name, NULL, src, sizeof src);
+		nftw(src, rm_cb, 4, FTW_DEPTH | FTW_PHYS);
+	}
+	log_info("VM %s resumed from %s %s: guest running %" PRIu64 " ms after the start",
+		 vm->name, vm->live_fork ? "a live fork" : "warm template", vm->live_fork ? "" : vm->warm_from,
+		 (t1 - t0) / 1000000);
+	return 0;
+}
+
+/* Where hutch-guest-reseed is: beside hutch-vmd (build tree), else libexecdir. */
+static void reseed_path(char *buf, size_t sz)
+{
+	char exe[VMD_PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+
+	if (n > 0) {
+		exe[n] = '\0';
+		xsnprintf(buf, sz, "%s/hutch-guest-reseed", dirname(exe));
+		if (access(buf, R_OK) == 0)
+			return;
+	}
+	xsnprintf(buf, sz, "%s/hutch-guest-reseed", HUTCH_LIBEXECDIR);
+}
+
+int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
+{
+	char helper[VMD_PATH_MAX], port[16], script[2048], hex[129], out[1024] = "";
+	unsigned char rnd[64];
+	struct timespec ts;
+	int in[2], outp[2], status = 0;
+	pid_t pid;
+	uint64_t t0 = now_ns();
+
+	reseed_path(helper, sizeof helper);
+	_cleanup_close_ int hfd = open(helper, O_RDONLY | O_CLOEXEC);
+	if (hfd < 0) {
+		xsnprintf(err, errsz, "cannot open %s (installed with hutch-vmd): %s", helper, strerror(errno));
+		return -ENOENT;
+	}
+	{
+		_cleanup_close_ int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd)
+			return -EIO;
+	}
+	for (size_t i = 0; i < sizeof rnd; i++)
+		sprintf(hex + 2 * i, "%02x", rnd[i]);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* Names, hex and the MAC are checked or made here: safe in a shell line. */
+	xsnprintf(script, sizeof script,
+		  "cat >/run/hutch-reseed && chmod 700 /run/hutch-reseed && echo %s | /run/hutch-reseed"
+		  " || { echo 'hutch: RNG reseed failed' >&2; exit 3; }; rm -f /run/hutch-reseed;"
+		  " date -u -s @%lld >/dev/null;"
+		  " hostname %s; echo %s >/etc/hostname;"
+		  " printf '127.0.0.1 localhost\\n127.0.1.1 %%s\\n' %s >/etc/hosts;"
+		  " echo %s >/etc/machine-id;"
+		  " ip link set eth0 address %s || { ip link set eth0 down; ip link set eth0 address %s;"
+		  " ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; };"
+		  " rm -f /etc/dropbear/*_host_key;"
+		  " dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1 || exit 4;"
+		  " for p in $(pidof dropbear); do [ \"$(cut -d' ' -f4 /proc/$p/stat)\" = 1 ] && kill $p; done;"
+		  " sync; echo hutch-reidentified",
+		  hex, (long long)ts.tv_sec, vm->name, vm->name, vm->name, vm->machine_id, vm->mac, vm->mac);
+	pthread_mutex_lock(&d->lock);
+	xsnprintf(port, sizeof port, "%u", vm->ssh_port);
+	pthread_mutex_unlock(&d->lock);
+	char *argv[] = { (char *)"ssh", (char *)"-q", (char *)"-i", d->admin_key, (char *)"-p", port,
+			 (char *)"-o", (char *)"UserKnownHostsFile=/dev/null",
+			 (char *)"-o", (char *)"StrictHostKeyChecking=no",
+			 (char *)"-o", (char *)"IdentitiesOnly=yes", (char *)"-o", (char *)"BatchMode=yes",
+			 (char *)"-o", (char *)"ConnectTimeout=30", (char *)"-o", (char *)"LogLevel=ERROR",
+			 (char *)"root@127.0.0.1", script, NULL };
+	if (pipe2(outp, O_CLOEXEC) < 0)
+		return -errno;
+	if (pipe2(in, O_CLOEXEC) < 0) {
+		close(outp[0]);
+		close(outp[1]);
+		return -errno;
+	}
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(hfd, 0);
+		dup2(outp[1], 1);
+		dup2(outp[1], 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(in[1]);
+	close(outp[1]);
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = pid > 0 ? read(outp[0], out + len, sizeof out - 1 - len) : 0;
+
+		if (n <= 0 || (len += (size_t)n) >= sizeof out - 1)
+			break;
+	}
+	out[len] = '\0';
+	close(outp[0]);
+	if (pid < 0)
+		return -errno;
+	waitpid(pid, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !strstr(out, "hutch-reidentified")) {
+		out[strcspn(out, "\n")] = '\0';
+		xsnprintf(err, errsz, "VM '%s' could not be given its own identity after the fork (ssh exit %d): %s",
+			 vm->name, WIFEXITED(status) ? WEXITSTATUS(status) : -1, out);
+		return -EIO;
+	}
+	log_info("VM %s re-identified after the fork in %" PRIu64 " ms", vm->name, (now_ns() - t0) / 1000000);
+	/* Init restarts the SSH server with the new host key: wait for it. */
+	return vm_wait_ssh(d, vm, 30000);
+}
+
+/* ---- live fork ------------------------------------------------------------------ */
+
+int vm_live_fork_save(struct vmd *d, struct vm *src, const char *dst, char *tmp_image, size_t tmpsz,
+		      char *err, size_t errsz)
+{
+	char state[VMD_PATH_MAX], ram[VMD_PATH_MAX], sram[VMD_PATH_MAX], status[64] = "";
+	struct qmp *q = NULL;
+	bool running;
+	json_object *ret = NULL, *v;
+	int r;
+	uint64_t t0 = now_ns(), t1;
+
+	pthread_mutex_lock(&d->lock);
+	running = src->state == VM_RUNNING && src->tier == TIER_AWAKE;
+	pthread_mutex_unlock(&d->lock);
+	if (!running) {
+		xsnprintf(err, errsz, "VM '%s' is not running awake; a live fork needs a running VM "
+			 "(`hutch vm resume %s` first, or fork it stopped without --live)", src->name, src->name);
+		return -EINVAL;
+	}
+	if (vm_dir(d, src->name, "run/ram", sram, sizeof sram) < 0 ||
+	    live_file(d, dst, "state", state, sizeof state) < 0 || live_file(d, dst, "ram", ram, sizeof ram) < 0)
+		return -ENAMETOOLONG;
+	if (access(sram, R_OK) < 0) {
+		xsnprintf(err, errsz, "VM '%s' has no RAM file of its own (a warm fork, or started by an older "
+			 "hutch-vmd); restart it once (`hutch vm restart %s`) to fork it live", src->name, src->name);
+		return -EOPNOTSUPP;
+	}
+	/* QEMU runs `cat` for the state as SRC's uid. */
+	live_file(d, dst, NULL, ram, sizeof ram);
+	if (src->uid && chown(ram, src->uid, src->uid) < 0) {
+		r = -errno;
+		xsnprintf(err, errsz, "cannot hand %s to VM '%s''s uid: %s", ram, src->name, strerror(-r));
+		return r;
+	}
+	live_file(d, dst, "ram", ram, sizeof ram);
+	xsnprintf(tmp_image, tmpsz, "vm.%s.live-fork", dst);
+	if ((r = vm_qmp(d, src, &q, err, errsz)) < 0)
+		return r;
+	if ((r = save_state(q, state, err, errsz)) < 0)
+		goto cont;
+	/* Stopped, disk flushed: RAM and disk now belong together. */
+	if ((r = copy_file(sram, ram, err, errsz)) < 0)
+		goto cont;
+	rm_quiet(d, tmp_image);
+	r = vmd_image_fork(d, src->disk, tmp_image, err, errsz);
+cont:
+	if (qmp_execute(q, "query-status", NULL, QMP_TIMEOUT_MS, &ret, NULL, 0) == 0 &&
+	    json_object_object_get_ex(ret, "status", &v))
+		xsnprintf(status, sizeof status, "%s", json_object_get_string(v));
+	json_object_put(ret);
+	if (strcmp(status, "running") != 0)
+		qmp_execute(q, "cont", NULL, QMP_TIMEOUT_MS, NULL, NULL, 0);
+	qmp_close(q);
+	t1 = now_ns();
+	if (r < 0) {
+		live_file(d, dst, NULL, ram, sizeof ram);
+		nftw(ram, rm_cb, 4, FTW_DEPTH | FTW_PHYS);
+		return r;
+	}
+	log_info("VM %s: live fork to %s saved; %s was stopped for %" PRIu64 " ms", src->name, dst,
+		 src->name, (t1 - t0) / 1000000);
+	return 0;
+}
