@@ -541,7 +541,7 @@ static const struct cli_cmd vm_cmds[] = {
 	{ "ssh", "NAME [COMMAND...]", "a shell or COMMAND in the guest, as root",
 	  "Uses the platform's admin key (injected into every VM at boot). The exit\n"
 	  "status, stdout and stderr of COMMAND pass through.\n", cmd_ssh },
-	{ "fork", "SRC DST", "a new VM whose disk is a fork of stopped VM SRC's disk",
+	{ "fork", "SRC DST", "a new VM forked from stopped SRC's disk, or from running SRC with --live",
 	  "Options: --cpus N, --memory SIZE, --no-start, --no-wait (as for create).\n"
 	  "  --live   fork running SRC with its memory: SRC stops only while its state\n"
 	  "           is saved, then both run on; DST's processes carry on too\n"
