@@ -144,8 +144,15 @@ int index_load(struct store *s, uint64_t *covered);
 /* ---- batched record reads (store-pack.c, store-uring.c) ---- */
 
 /* One read of part of a record, split so a batch of them can go through
- * io_uring: prepare, do nops reads (1: preadv of iov at e.off; 2: iov[0]
- * at e.off and iov[1] at e.off + hlen + sp.start), finish with the result. */
+ * io_uring: prepare, do its nops reads (op[i]: iovcnt iovecs read at off),
+ * finish with the result. The header comes from the header cache when it
+ * can, and then only the data is read. */
+struct rec_op {
+	struct iovec *iov;
+	int iovcnt;
+	uint64_t off;
+	size_t len;
+};
 struct rec_read {
 	struct idx_ent e;
 	int fd;
@@ -153,14 +160,21 @@ struct rec_read {
 	void *out;
 	struct span sp;
 	size_t hlen;
+	bool hdr_cached;
 	unsigned nops;
-	struct iovec iov[2];
+	struct rec_op op[2];
+	struct iovec iov[2];		/* header, data */
 	uint8_t hdr[PACK_HDR_SIZE + 4 * (STORE_MAX_CHUNK_SIZE / SUB_BLOCK)];
 };
-int rec_read_prepare(struct rec_read *rr, int fd, const struct idx_ent *e, uint32_t from,
-		     uint32_t len, void *buf);
+int rec_read_prepare(struct store *s, struct rec_read *rr, int fd, const struct idx_ent *e,
+		     uint32_t from, uint32_t len, void *buf);
 /* res: 0 when the reads got every byte, else a negative errno. */
-int rec_read_finish(struct rec_read *rr, int res);
+int rec_read_finish(struct store *s, struct rec_read *rr, int res);
+/* store-hdrcache.c */
+void hdr_cache_init(struct store *s);
+void hdr_cache_free(struct store *s);
+bool hdr_cache_get(struct store *s, const struct idx_ent *e, uint8_t *hdr, size_t len);
+void hdr_cache_put(struct store *s, const struct idx_ent *e, const uint8_t *hdr, size_t len);
 /* Does the reads of n prepared rec_reads, through one of the store's
  * io_urings when one is free; res[k] gets each one's result for rec_read_finish. */
 int rec_read_batch(struct store *s, struct rec_read *rr, unsigned n, int *res);
@@ -229,6 +243,7 @@ struct store {
 
 	struct index index;
 	struct uring_pool *rings;	/* store-uring.c */
+	struct hdr_cache *hdr_cache;	/* store-hdrcache.c */
 	_Atomic uint64_t dirty_bytes;
 	uint64_t appended_since_save;	/* bytes added to packs since the index was saved; put_lock */
 };

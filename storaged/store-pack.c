@@ -228,10 +228,11 @@ int pack_read_payload(int fd, uint64_t off, const struct rec_hdr *h, const uint3
 	return span_finish(&sp, subs, h->len, from, len, buf);
 }
 
-int rec_read_prepare(struct rec_read *rr, int fd, const struct idx_ent *e, uint32_t from,
-		     uint32_t len, void *buf)
+int rec_read_prepare(struct store *s, struct rec_read *rr, int fd, const struct idx_ent *e,
+		     uint32_t from, uint32_t len, void *buf)
 {
 	uint32_t nsub = DIV_ROUND_UP(e->len, SUB_BLOCK);
+	size_t dlen;
 	int r;
 
 	if (len == 0 || (uint64_t)from + len > e->len || nsub > MAX_SUBS)
@@ -245,14 +246,26 @@ int rec_read_prepare(struct rec_read *rr, int fd, const struct idx_ent *e, uint3
 	r = span_init(&rr->sp, from, len, e->len, buf);
 	if (r < 0)
 		return r;
-	/* Reads that start the payload get header and data in one go. */
+	dlen = rr->sp.end - rr->sp.start;
 	rr->iov[0] = (struct iovec){ rr->hdr, rr->hlen };
-	rr->iov[1] = (struct iovec){ rr->sp.buf, rr->sp.end - rr->sp.start };
-	rr->nops = rr->sp.start == 0 ? 1 : 2;
+	rr->iov[1] = (struct iovec){ rr->sp.buf, dlen };
+	rr->hdr_cached = hdr_cache_get(s, e, rr->hdr, rr->hlen);
+	if (rr->hdr_cached) {
+		rr->op[0] = (struct rec_op){ &rr->iov[1], 1, e->off + rr->hlen + rr->sp.start, dlen };
+		rr->nops = 1;
+	} else if (rr->sp.start == 0) {
+		/* Reads that start the payload get header and data in one go. */
+		rr->op[0] = (struct rec_op){ rr->iov, 2, e->off, rr->hlen + dlen };
+		rr->nops = 1;
+	} else {
+		rr->op[0] = (struct rec_op){ &rr->iov[0], 1, e->off, rr->hlen };
+		rr->op[1] = (struct rec_op){ &rr->iov[1], 1, e->off + rr->hlen + rr->sp.start, dlen };
+		rr->nops = 2;
+	}
 	return 0;
 }
 
-int rec_read_finish(struct rec_read *rr, int res)
+int rec_read_finish(struct store *s, struct rec_read *rr, int res)
 {
 	uint32_t nsub = (uint32_t)((rr->hlen - PACK_HDR_SIZE) / 4);
 	uint32_t subs[MAX_SUBS];
@@ -271,6 +284,8 @@ int rec_read_finish(struct rec_read *rr, int res)
 		rr->sp.tmp = NULL;
 		return res;
 	}
+	if (!rr->hdr_cached)
+		hdr_cache_put(s, &rr->e, rr->hdr, rr->hlen);
 	return span_finish(&rr->sp, subs, rr->e.len, rr->from, rr->len, rr->out);
 }
 
@@ -287,11 +302,11 @@ static int record_read(struct store *s, int fd, const struct idx_ent *e, uint32_
 		return 0;
 	if (!rr)
 		return -ENOMEM;
-	r = rec_read_prepare(rr, fd, e, from, len, buf);
+	r = rec_read_prepare(s, rr, fd, e, from, len, buf);
 	if (r < 0)
 		return r;
 	r = rec_read_batch(s, rr, 1, &res);
-	return rec_read_finish(rr, r < 0 ? r : res);
+	return rec_read_finish(s, rr, r < 0 ? r : res);
 }
 
 /* Looks for the next whole record after a bad one. */
@@ -525,7 +540,7 @@ int chunk_read_many(struct store *s, const struct chunk_req *req, unsigned n)
 		}
 		r = index_lookup(&s->index, &req[k].r, &e);
 		if (r == 0)
-			r = (p = store_pack(s, e.pack)) ? rec_read_prepare(&rr[m], p->fd, &e, req[k].from,
+			r = (p = store_pack(s, e.pack)) ? rec_read_prepare(s, &rr[m], p->fd, &e, req[k].from,
 									    req[k].len, req[k].buf) : -EIO;
 		if (r < 0) {
 			if (r != -ENOMEM)
@@ -539,7 +554,7 @@ int chunk_read_many(struct store *s, const struct chunk_req *req, unsigned n)
 		for (unsigned j = 0; j < m; j++)
 			res[j] = -EIO;
 	for (unsigned j = 0; j < m; j++) {
-		int r = rec_read_finish(&rr[j], res[j]);
+		int r = rec_read_finish(s, &rr[j], res[j]);
 		if (r < 0 && r != -ENOMEM)
 			log_bad_chunk(&req[map[j]].r, r);
 		if (r < 0 && !ret)

@@ -95,42 +95,31 @@ static int ring_take(struct store *s)
 
 static void queue(struct io_uring *r, struct rec_read *rr, unsigned i)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+	for (unsigned k = 0; k < rr->nops; k++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+		const struct rec_op *op = &rr->op[k];
 
-	if (rr->nops == 1) {
-		io_uring_prep_readv(sqe, rr->fd, rr->iov, 2, rr->e.off);
-		sqe->user_data = UD(i, 0);
-		return;
+		if (op->iovcnt == 1)
+			io_uring_prep_read(sqe, rr->fd, op->iov->iov_base, (unsigned)op->len, op->off);
+		else
+			io_uring_prep_readv(sqe, rr->fd, op->iov, (unsigned)op->iovcnt, op->off);
+		sqe->user_data = UD(i, k);
 	}
-	io_uring_prep_read(sqe, rr->fd, rr->iov[0].iov_base, (unsigned)rr->iov[0].iov_len, rr->e.off);
-	sqe->user_data = UD(i, 0);
-	sqe = io_uring_get_sqe(r);
-	io_uring_prep_read(sqe, rr->fd, rr->iov[1].iov_base, (unsigned)rr->iov[1].iov_len,
-			   rr->e.off + rr->hlen + rr->sp.start);
-	sqe->user_data = UD(i, 1);
-}
-
-static size_t want(const struct rec_read *rr, unsigned op)
-{
-	if (rr->nops == 1)
-		return rr->iov[0].iov_len + rr->iov[1].iov_len;
-	return rr->iov[op].iov_len;
 }
 
 /* The same reads without a ring. */
 static int read_one(struct rec_read *rr)
 {
-	int r;
+	for (unsigned k = 0; k < rr->nops; k++) {
+		const struct rec_op *op = &rr->op[k];
+		ssize_t got = preadv(rr->fd, op->iov, op->iovcnt, (off_t)op->off);
 
-	if (rr->nops == 1) {
-		ssize_t got = preadv(rr->fd, rr->iov, 2, (off_t)rr->e.off);
-		return got < 0 ? -errno : (size_t)got != want(rr, 0) ? -EIO : 0;
+		if (got < 0)
+			return errno == EINTR ? read_one(rr) : -errno;
+		if ((size_t)got != op->len)
+			return -EIO;	/* short: the record is cut */
 	}
-	r = pread_all(rr->fd, rr->iov[0].iov_base, rr->iov[0].iov_len, rr->e.off);
-	if (r == 0)
-		r = pread_all(rr->fd, rr->iov[1].iov_base, rr->iov[1].iov_len,
-			      rr->e.off + rr->hlen + rr->sp.start);
-	return r == -ENODATA ? -EIO : r;
+	return 0;
 }
 
 int rec_read_batch(struct store *s, struct rec_read *rr, unsigned n, int *res)
@@ -176,7 +165,7 @@ int rec_read_batch(struct store *s, struct rec_read *rr, unsigned n, int *res)
 			unsigned k = (unsigned)(cqe->user_data >> 1), op = cqe->user_data & 1;
 			if (cqe->res < 0)
 				res[k] = cqe->res;
-			else if ((size_t)cqe->res != want(&rr[k], op) && res[k] == 0)
+			else if ((size_t)cqe->res != rr[k].op[op].len && res[k] == 0)
 				res[k] = -EIO;	/* short: the record is cut */
 			io_uring_cqe_seen(r, cqe);
 			queued--;

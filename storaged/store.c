@@ -282,6 +282,7 @@ int store_open(const char *dir, const struct store_options *opts, struct store *
 	if (r < 0)
 		goto fail;
 	uring_pool_init(s);
+	hdr_cache_init(s);
 	r = load_packs(s);
 	if (r < 0)
 		goto fail;
@@ -337,6 +338,7 @@ void store_close(struct store *s)
 	if (s->index.tab)
 		index_destroy(&s->index);
 	uring_pool_free(s);
+	hdr_cache_free(s);
 	free(s->heads);
 	if (s->heads_fd >= 0)
 		close(s->heads_fd);
