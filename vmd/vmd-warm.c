@@ -460,7 +460,13 @@ int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		  " ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; };"
 		  " rm -f /etc/dropbear/*_host_key;"
 		  " dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1 || exit 4;"
-		  " for p in $(pidof dropbear); do [ \"$(cut -d' ' -f4 /proc/$p/stat)\" = 1 ] && kill $p; done;"
+		  /* The listener only (its parent is init, which starts it again with
+		   * the new key); this session's own server process stays. Wait until
+		   * the new one runs, so the caller does not hit the old one dying. */
+		  " l() { for p in $(pidof dropbear); do [ \"$(cut -d' ' -f4 /proc/$p/stat)\" = 1 ] && echo $p; done; };"
+		  " old=$(l); [ -n \"$old\" ] && kill -9 $old;"
+		  " i=0; while [ $i -lt 200 ]; do n=$(l); [ -n \"$n\" ] && [ \"$n\" != \"$old\" ] && break;"
+		  " usleep 10000; i=$((i+1)); done;"
 		  " sync; echo hutch-reidentified",
 		  hex, (long long)ts.tv_sec, vm->name, vm->name, vm->name, vm->machine_id, vm->mac, vm->mac);
 	pthread_mutex_lock(&d->lock);
