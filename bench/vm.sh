@@ -12,22 +12,8 @@
 #   RUNS=3            boots per row; IDLE=10 seconds before memory is read
 #   VM_ACCEL=tcg      accelerator for both sides (auto probes KVM)
 # Prints a markdown table. Numbers are from one run on a noisy machine.
-set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-SRC=$(cd "$HERE/.." && pwd)
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
-	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
-	exit 0
-fi
-if [ -z "${HUTCH_BUILD:-}" ]; then
-	for d in "$SRC"/build*/; do
-		[ -x "$d/vmd/hutch-vmd" ] && [ -x "$d/cli/hutch" ] && { HUTCH_BUILD=${d%/}; break; }
-	done
-fi
-[ -n "${HUTCH_BUILD:-}" ] || { echo "set HUTCH_BUILD to a meson build folder with vmd/hutch-vmd" >&2; exit 1; }
-export HUTCH_BUILD
-. "$SRC/tests/functions.sh"
-. "$SRC/tests/vm/vm-functions.sh"
+HELP_LAST=15
+. "$(dirname "$0")/vm-bench-lib.sh"
 
 RUNS=${RUNS:-3}
 IDLE=${IDLE:-10}

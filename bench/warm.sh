@@ -15,22 +15,8 @@
 #   HUTCH_BUILD=DIR   the meson build folder (default: the first build*/ with vmd/hutch-vmd)
 #   COUNT=10          VMs of each kind
 # Prints a markdown table. Numbers are from one run on a noisy machine.
-set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-SRC=$(cd "$HERE/.." && pwd)
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
-	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
-	exit 0
-fi
-if [ -z "${HUTCH_BUILD:-}" ]; then
-	for d in "$SRC"/build*/; do
-		[ -x "$d/vmd/hutch-vmd" ] && [ -x "$d/cli/hutch" ] && { HUTCH_BUILD=${d%/}; break; }
-	done
-fi
-[ -n "${HUTCH_BUILD:-}" ] || { echo "set HUTCH_BUILD to a meson build folder with vmd/hutch-vmd" >&2; exit 1; }
-export HUTCH_BUILD
-. "$SRC/tests/functions.sh"
-. "$SRC/tests/vm/vm-functions.sh"
+HELP_LAST=18
+. "$(dirname "$0")/vm-bench-lib.sh"
 
 COUNT=${COUNT:-10}
 median() { "$PYTHON" -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print('%.0f' % statistics.median(v) if v else '-')" "$@"; }
