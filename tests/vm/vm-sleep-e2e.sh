@@ -17,7 +17,7 @@ hutch vm create a --memory 256M >/dev/null || fail "vm create a"
 
 # The counter: a detached process writing an increasing number into tmpfs.
 hutch vm ssh a 'echo kept-in-tmpfs > /tmp/note; echo on-disk > /root/disk-file; sync;
-	setsid sh -c "i=0; while :; do i=\$((i + 1)); echo \$i > /tmp/count; sleep 0.2; done" \
+	setsid sh -c "i=0; while :; do i=\$((i + 1)); echo \$i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.2; done" \
 		</dev/null >/dev/null 2>&1 & echo $! > /tmp/counter.pid' || fail "start the counter"
 sleep 2
 cpid=$(hutch vm ssh a cat /tmp/counter.pid) || fail "read the counter's pid"

@@ -12,7 +12,7 @@ start_vmd
 build_template
 hutch vm create a --memory 256M >/dev/null || fail "vm create a"
 hutch vm ssh a 'echo kept > /tmp/note; echo on-disk > /root/disk-file; sync;
-	setsid sh -c "i=0; while :; do i=\$((i + 1)); echo \$i > /tmp/count; sleep 0.2; done" \
+	setsid sh -c "i=0; while :; do i=\$((i + 1)); echo \$i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.2; done" \
 		</dev/null >/dev/null 2>&1 & echo $! > /tmp/counter.pid' || fail "start the counter"
 cpid=$(hutch vm ssh a cat /tmp/counter.pid) || fail "counter pid"
 last=0

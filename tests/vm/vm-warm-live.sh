@@ -10,7 +10,7 @@ start_storaged
 start_vmd
 build_template
 hutch vm create src >/dev/null || fail "vm create src"
-hutch vm ssh src 'setsid sh -c "i=0; while :; do i=\$((i + 1)); echo \$i > /tmp/count; sleep 0.2; done" \
+hutch vm ssh src 'setsid sh -c "i=0; while :; do i=\$((i + 1)); echo \$i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.2; done" \
 	</dev/null >/dev/null 2>&1 & echo $! > /tmp/counter.pid' || fail "start the counter"
 sleep 2
 c0=$(hutch vm ssh src cat /tmp/count)
