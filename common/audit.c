@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,14 +32,46 @@ int audit_path(char *buf, size_t sz, const char *home, const char *rel)
 	return n < 0 || (size_t)n >= sz ? -ENAMETOOLONG : 0;
 }
 
-static gid_t hutch_gid(void)
+/* Name service lookups cost dozens of file probes each (files, then
+ * systemd's userdb directories) and a daemon audits every state-changing
+ * request: look the group up once per process, and remember the last
+ * caller's user name. A group or user made later is seen after a restart. */
+static pthread_once_t gid_once = PTHREAD_ONCE_INIT;
+static gid_t cached_gid = (gid_t)-1;
+
+static void lookup_gid(void)
 {
 	struct group gr, *grp = NULL;
 	char buf[1024];
 
 	if (getgrnam_r("hutch", &gr, buf, sizeof buf, &grp) == 0 && grp)
-		return grp->gr_gid;
-	return (gid_t)-1;
+		cached_gid = grp->gr_gid;
+}
+
+static gid_t hutch_gid(void)
+{
+	pthread_once(&gid_once, lookup_gid);
+	return cached_gid;
+}
+
+/* The user name of uid into name (empty when it has none). */
+static void user_name(uid_t uid, char *name, size_t sz)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static uid_t last_uid = (uid_t)-1;
+	static char last_name[64];
+	struct passwd pw, *pwp = NULL;
+	char buf[1024];
+
+	pthread_mutex_lock(&lock);
+	if (uid != last_uid) {
+		last_name[0] = '\0';
+		if (getpwuid_r(uid, &pw, buf, sizeof buf, &pwp) == 0 && pwp)
+			snprintf(last_name, sizeof last_name, "%s", pwp->pw_name);
+		last_uid = uid;
+	}
+	snprintf(name, sz, "%s", last_name);
+	pthread_mutex_unlock(&lock);
 }
 
 int audit_mkdir(const char *home)
@@ -289,9 +322,7 @@ static json_object *args_of(json_object *req)
 
 int audit_control(const char *home, const char *daemon, int fd, const char *op, json_object *req)
 {
-	struct passwd pw, *pwp = NULL;
 	json_object *rec;
-	char buf[1024];
 	pid_t pid = 0;
 	uid_t uid = (uid_t)-1;
 	gid_t gid = (gid_t)-1;
@@ -305,8 +336,10 @@ int audit_control(const char *home, const char *daemon, int fd, const char *op, 
 	json_object_object_add(rec, "op", json_object_new_string_len(op, (int)strnlen(op, 128)));
 	json_object_object_add(rec, "args", args_of(req));
 	json_object_object_add(rec, "uid", json_object_new_int64((int64_t)uid));
-	if (getpwuid_r(uid, &pw, buf, sizeof buf, &pwp) == 0 && pwp)
-		json_object_object_add(rec, "unix_user", json_object_new_string(pwp->pw_name));
+	char who[64];
+	user_name(uid, who, sizeof who);
+	if (who[0])
+		json_object_object_add(rec, "unix_user", json_object_new_string(who));
 	json_object_object_add(rec, "pid", json_object_new_int64(pid));
 	return audit_append(home, rec, NULL);
 }
