@@ -38,7 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define USER_NAME_MAX 32
+#define USER_NAME_MAX HUTCH_USER_MAX
 #define KEY_LINE_MAX 16384
 
 struct key {
@@ -52,15 +52,7 @@ struct key {
 /* [a-z][a-z0-9_-]*: no '.', so the VM `NAME.X` can only be NAME's (hutch-shell). */
 static bool user_name_ok(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n == 0 || n > USER_NAME_MAX || !islower((unsigned char)s[0]))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '_' &&
-		    s[i] != '-')
-			return false;
-	return true;
+	return user_name_is_valid(s);
 }
 
 static bool vm_suffix_ok(const char *s)

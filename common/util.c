@@ -28,6 +28,19 @@ bool name_is_valid(const char *name)
 	return true;
 }
 
+bool user_name_is_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > HUTCH_USER_MAX || !(s[0] >= 'a' && s[0] <= 'z'))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!(s[i] >= 'a' && s[i] <= 'z') && !(s[i] >= '0' && s[i] <= '9') && s[i] != '_' &&
+		    s[i] != '-')
+			return false;
+	return true;
+}
+
 bool ref_split(const char *ref, char *name, size_t name_sz, const char **snap)
 {
 	const char *at = strchr(ref, '@');

@@ -16,6 +16,11 @@ bool ref_is_valid(const char *ref);
 /* Split "NAME@SNAP"; returns false when there is no '@'. */
 bool ref_split(const char *ref, char *name, size_t name_sz, const char **snap);
 
+/* hutch user names (SSH identities): [a-z][a-z0-9_-]*, at most
+ * HUTCH_USER_MAX. No '.', so a VM named `USER.X` can only be USER's. */
+#define HUTCH_USER_MAX 32
+bool user_name_is_valid(const char *name);
+
 /* "10G", "512M", "4096", "1.5T"; binary units. -EINVAL on garbage or overflow. */
 int parse_size(const char *s, uint64_t *out);
 /* "1.5 GiB" into buf. */

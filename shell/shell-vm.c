@@ -25,15 +25,7 @@
 
 bool shell_user_ok(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n == 0 || n > SHELL_USER_MAX || !islower((unsigned char)s[0]))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '_' &&
-		    s[i] != '-')
-			return false;
-	return true;
+	return user_name_is_valid(s);
 }
 
 bool shell_vm_suffix_ok(const char *s)

@@ -18,7 +18,7 @@
 
 #include "util.h"
 
-#define SHELL_USER_MAX 32
+#define SHELL_USER_MAX HUTCH_USER_MAX
 /* Longest command a session may carry (SSH_ORIGINAL_COMMAND): dropbear
  * in the guest refuses commands over 9000 bytes. */
 #define SHELL_CMD_MAX 8192u
