@@ -37,6 +37,8 @@ int pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 int pread_all(int fd, void *buf, size_t len, uint64_t off);
 
 int mkdir_p(const char *path, unsigned mode);
+/* Copies src to a new or truncated dst (mode 0644). Negative errno. */
+int copy_file(const char *src, const char *dst);
 uint64_t now_ns(void);
 
 #endif

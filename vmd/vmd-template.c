@@ -106,24 +106,6 @@ static void one_line(char *s)
 			*p = ' ';
 }
 
-static int copy_file(const char *src, const char *dst)
-{
-	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
-	_cleanup_close_ int out = -1;
-	char buf[65536];
-	ssize_t n;
-
-	if (in < 0)
-		return -errno;
-	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (out < 0)
-		return -errno;
-	while ((n = read(in, buf, sizeof buf)) > 0)
-		if (write_all(out, buf, (size_t)n) < 0)
-			return -EIO;
-	return n < 0 ? -errno : 0;
-}
-
 static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	return remove(path) < 0 && errno != ENOENT ? -1 : 0;

@@ -122,22 +122,7 @@ static void vm_unlink(struct vmd *d, struct vm *vm)
 
 static int copy_or_link(const char *src, const char *dst)
 {
-	_cleanup_close_ int in = -1, out = -1;
-	char buf[65536];
-	ssize_t n;
-
-	if (link(src, dst) == 0)
-		return 0;
-	in = open(src, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return -errno;
-	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (out < 0)
-		return -errno;
-	while ((n = read(in, buf, sizeof buf)) > 0)
-		if (write_all(out, buf, (size_t)n) < 0)
-			return -EIO;
-	return n < 0 ? -errno : 0;
+	return link(src, dst) == 0 ? 0 : copy_file(src, dst);
 }
 
 /* ---- start / stop --------------------------------------------------------- */

@@ -80,7 +80,7 @@ static int live_file(struct vmd *d, const char *dst, const char *file, char *buf
 	return (size_t)xsnprintf(buf + len, sz - len, "/%s", file) >= sz - len ? -ENAMETOOLONG : 0;
 }
 
-static int copy_file(const char *src, const char *dst, char *err, size_t errsz)
+static int copy_sparse(const char *src, const char *dst, char *err, size_t errsz)
 {
 	char out[512];
 	char *argv[] = { (char *)"cp", (char *)"--sparse=always", (char *)"--reflink=auto", (char *)src,
@@ -223,7 +223,7 @@ static int warm_locked(struct vmd *d, const char *name, json_object *t, char *er
 
 		xsnprintf(src, sizeof src, "%s/%s", tdir, f);
 		vm_dir(d, wname, f, dst, sizeof dst);
-		if (link(src, dst) < 0 && (r = copy_file(src, dst, err, errsz)) < 0)
+		if (link(src, dst) < 0 && (r = copy_sparse(src, dst, err, errsz)) < 0)
 			goto out;
 	}
 	const char *disk = json_object_object_get_ex(t, "disk", &v) ? json_object_get_string(v) : "";
@@ -365,7 +365,7 @@ int vm_warm_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		tdir_file(d, vm->warm_from, "warm.state", src, sizeof src);
 	}
 	unlink(state);
-	if ((r = copy_file(src, state, err, errsz)) < 0)
+	if ((r = copy_sparse(src, state, err, errsz)) < 0)
 		return r;
 	if (vm->uid && chown(state, vm->uid, vm->uid) < 0) {
 		r = -errno;
@@ -562,7 +562,7 @@ int vm_live_fork_save(struct vmd *d, struct vm *src, const char *dst, char *tmp_
 	if ((r = save_state(q, state, err, errsz)) < 0)
 		goto cont;
 	/* Stopped, disk flushed: RAM and disk now belong together. */
-	if ((r = copy_file(sram, ram, err, errsz)) < 0)
+	if ((r = copy_sparse(sram, ram, err, errsz)) < 0)
 		goto cont;
 	rm_quiet(d, tmp_image);
 	r = vmd_image_fork(d, src->disk, tmp_image, err, errsz);
