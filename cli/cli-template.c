@@ -17,7 +17,7 @@
 
 
 
-enum { OPT_CACHE = 256, OPT_SIZE, OPT_DISK, OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY };
+enum { OPT_CACHE = 256, OPT_SIZE, OPT_DISK, OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_AGENT };
 
 static int abs_path(const char *what, const char *p, char *out, size_t sz)
 {
@@ -47,7 +47,7 @@ static int print_template(json_object *reply, const char *verb)
 
 /* Sends template.import for the files given. */
 static int do_import(const char *name, const char *disk, const char *kernel, const char *initrd,
-		     const char *cmdline, uint64_t cpus, uint64_t memory, const char *verb)
+		     const char *cmdline, uint64_t cpus, uint64_t memory, bool agent, const char *verb)
 {
 	char d[PATH_MAX], k[PATH_MAX], i[PATH_MAX];
 	json_object *req, *reply;
@@ -68,6 +68,8 @@ static int do_import(const char *name, const char *disk, const char *kernel, con
 		json_object_object_add(req, "cpus", json_object_new_uint64(cpus));
 	if (memory)
 		json_object_object_add(req, "memory", json_object_new_uint64(memory));
+	if (agent)
+		json_object_object_add(req, "agent", json_object_new_boolean(true));
 	if (cli_vmd_call(req, &reply))
 		return 1;
 	print_template(reply, verb);
@@ -113,6 +115,7 @@ static int cmd_build(int argc, char **argv)
 	char builder[PATH_MAX], out[4096], kernel[4200], initrd[4200], disk[4200], conf[4200];
 	char cmdline[1280] = "";
 	uint64_t cpus = 0, memory = 0;
+	bool agent = false;
 	int c, status;
 	pid_t pid;
 
@@ -176,10 +179,12 @@ static int cmd_build(int argc, char **argv)
 				cpus = strtoull(line + 5, NULL, 10);
 			else if (strncmp(line, "memory=", 7) == 0)
 				parse_size(line + 7, &memory);
+			else if (strcmp(line, "agent=yes") == 0)
+				agent = true;
 		}
 	}
 	c = do_import(argv[optind], disk, kernel, initrd, cmdline[0] ? cmdline : NULL, cpus, memory,
-		      "built");
+		      agent, "built");
 	if (c == 0)
 		unlink(disk);	/* the store has it now */
 	return c;
@@ -194,10 +199,12 @@ static int cmd_import(int argc, char **argv)
 		{ "cmdline", required_argument, NULL, OPT_CMDLINE },
 		{ "cpus", required_argument, NULL, OPT_CPUS },
 		{ "memory", required_argument, NULL, OPT_MEMORY },
+		{ "agent", no_argument, NULL, OPT_AGENT },
 		{ 0 },
 	};
 	const char *disk = NULL, *kernel = NULL, *initrd = NULL, *cmdline = NULL;
 	uint64_t cpus = 0, memory = 0;
+	bool agent = false;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -211,6 +218,7 @@ static int cmd_import(int argc, char **argv)
 			if (cli_parse_size("--memory", optarg, &memory))
 				return 2;
 			break;
+		case OPT_AGENT: agent = true; break;
 		default: return 2;
 		}
 	}
@@ -218,7 +226,7 @@ static int cmd_import(int argc, char **argv)
 		return cli_usage("expected one operand, NAME");
 	if (!disk || !kernel || !initrd)
 		return cli_usage("--disk, --kernel and --initrd are required (direct kernel boot)");
-	return do_import(argv[optind], disk, kernel, initrd, cmdline, cpus, memory, "imported");
+	return do_import(argv[optind], disk, kernel, initrd, cmdline, cpus, memory, agent, "imported");
 }
 
 static int cmd_list(int argc, char **argv)
@@ -317,6 +325,8 @@ static const struct cli_cmd template_cmds[] = {
 	  "  --cmdline C     kernel command line (default: console=ttyS0 root=/dev/vda rw)\n"
 	  "  --cpus N        default CPUs of VMs made from it (1)\n"
 	  "  --memory SIZE   default memory (256M)\n"
+	  "  --agent         the guest runs hutch's agent on the virtio port\n"
+	  "                  org.hutch.agent (as `template build`'s guests do)\n"
 	  "The guest is expected to read its identity from fw_cfg opt/hutch/* (see\n"
 	  "docs/hutch-vmd.md) as `template build`'s guests do.\n", cmd_import },
 	{ "warm", "NAME", "boot the template once and keep its memory: VMs resume it instead of booting",

@@ -4,8 +4,11 @@
  * shell line), adds them to the kernel's pool
  * with credit (RNDADDENTROPY) and forces a reseed of the kernel's CRNG
  * (RNDRESEEDCRNG), so forks of one memory image never produce the same
- * random bytes. hutch-vmd sends this program over SSH: no libc, no
- * dependencies on what the guest has. Exit status 0 on success.
+ * random bytes. The hex may be followed by a space and the host's time in
+ * unix seconds, which sets the clock (the fork slept since its memory was
+ * saved). hutch-vmd sends this program over SSH, or finds it in guests of
+ * `hutch template build`: no libc, no dependencies on what the guest has.
+ * Exit status 0 on success.
  */
 #include <linux/random.h>
 #include <stddef.h>
@@ -14,6 +17,8 @@
 #define SYS_open 2
 #define SYS_ioctl 16
 #define SYS_exit 60
+#define SYS_clock_settime 227
+#define CLOCK_REALTIME 0
 
 static long sys3(long n, long a, long b, long c)
 {
@@ -62,6 +67,20 @@ void _start(void)
 	pool.entropy_count = (int)(n * 8);
 	r = fd < 0 ? 1 : sys3(SYS_ioctl, fd, (long)RNDADDENTROPY, (long)&pool) != 0 ? 2
 	    : sys3(SYS_ioctl, fd, (long)RNDRESEEDCRNG, 0) != 0 ? 3 : 0;
+
+	/* " SECONDS" after the hex: the clock. */
+	long i = 2 * n, secs = 0, digits = 0;
+	while (i < len && hex[i] == ' ')
+		i++;
+	while (i < len && hex[i] >= '0' && hex[i] <= '9' && digits < 18) {
+		secs = secs * 10 + (hex[i++] - '0');
+		digits++;
+	}
+	if (r == 0 && digits) {
+		long ts[2] = { secs, 0 };	/* struct timespec */
+
+		r = sys3(SYS_clock_settime, CLOCK_REALTIME, (long)ts, 0) != 0 ? 4 : 0;
+	}
 	sys3(SYS_exit, r, 0, 0);
 	__builtin_unreachable();
 }

@@ -2,7 +2,7 @@
 # hutch-template-build: build a small bootable guest from Debian packages alone.
 #
 # Output (in OUTDIR): vmlinuz, initrd.img, disk.raw (ext4, no partition
-# table) and template.conf (cmdline, cpus, memory). `hutch template build`
+# table) and template.conf (cmdline, cpus, memory, agent). `hutch template build`
 # runs this and then imports the result into the store.
 #
 # Nothing is mounted and nothing is installed on the host: packages are
@@ -21,6 +21,8 @@ Builds a guest that boots to SSH-ready in seconds under TCG:
 The guest takes its identity (hostname, machine-id, RNG seed, admin key)
 from QEMU fw_cfg entries opt/hutch/* at every boot, and makes new SSH
 host keys whenever its machine-id changes, so forks never share them.
+It runs hutch's agent on the virtio port org.hutch.agent, through which
+hutch-vmd re-identifies a VM forked from memory without an SSH session.
 
   --cache DIR   keep downloaded .deb files here (default \$HUTCH_HOME/cache/debs)
   --size SIZE   size of disk.raw (mke2fs syntax: 1G, 512M)
@@ -109,7 +111,7 @@ mods="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci
 drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk
 net/core/failover drivers/net/net_failover drivers/net/virtio_net
 drivers/firmware/qemu_fw_cfg drivers/char/hw_random/virtio-rng drivers/acpi/button
-drivers/input/evdev drivers/virtio/virtio_balloon"
+drivers/input/evdev drivers/virtio/virtio_balloon drivers/char/virtio_console"
 order=""
 for m in $mods; do
 	b=$(basename "$m")
@@ -168,9 +170,16 @@ echo 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin' >"$root/etc/profile"
 printf '127.0.0.1 localhost\n' >"$root/etc/hosts"
 : >"$root/etc/machine-id"
 
+# The RNG reseed helper the agent runs after a fork (built with hutch-vmd).
+reseed="$(dirname "$0")/hutch-guest-reseed"
+[ -x "$reseed" ] || { echo "hutch-template-build: $reseed is missing (installed with hutch-vmd)" >&2; exit 1; }
+mkdir -p "$root/usr/lib/hutch"
+cp "$reseed" "$root/usr/lib/hutch/guest-reseed"
+
 cat >"$root/etc/inittab" <<'EOF'
 ::sysinit:/etc/hutch/boot
-::respawn:/usr/sbin/dropbear -F -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key
+::respawn:/etc/hutch/ssh-server
+::respawn:/etc/hutch/agent
 ::respawn:/bin/cttyhack /bin/sh -l
 ::ctrlaltdel:/bin/poweroff
 ::shutdown:/etc/hutch/shutdown
@@ -215,9 +224,45 @@ echo "hutch: $(hostname) ready"
 EOF
 chmod 755 "$root/etc/hutch/boot"
 
+# Not init's respawn: busybox init waits a second before it starts a server
+# again, and a fork's re-identification restarts this one for its new key.
+cat >"$root/etc/hutch/ssh-server" <<'EOF'
+#!/bin/sh
+while :; do
+	/usr/sbin/dropbear -F -s -p 22 -P /run/dropbear.pid -r /etc/dropbear/dropbear_ed25519_host_key
+	# Killed (for a new key): again at once; failed: not in a tight loop.
+	[ $? -eq 137 ] || usleep 200000
+done
+EOF
+chmod 755 "$root/etc/hutch/ssh-server"
+
+cat >"$root/etc/hutch/agent" <<'EOF'
+#!/bin/sh
+# hutch's agent: runs each line hutch-vmd sends over the virtio port
+# org.hutch.agent and sends back what it prints. Only hutch-vmd reaches the
+# port's host side (a socket in the VM's private run directory). hutch-vmd
+# stays connected while the VM runs, so this waits in read(): no polling.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+port=
+for n in /sys/class/virtio-ports/*/name; do
+	[ "$(cat "$n" 2>/dev/null)" = org.hutch.agent ] && { port=${n%/name}; port=/dev/${port##*/}; }
+done
+# hutch-vmd's scripts pause with `read -t` on this, not a sleep process.
+[ -p /run/hutch-agent.tick ] || mkfifo /run/hutch-agent.tick
+# No port (a QEMU without it): nothing to serve, and nothing for init to respawn.
+[ -n "$port" ] || exec sleep 2147483647
+while :; do
+	# One open, read and write: a virtio port opens once at a time.
+	{ while IFS= read -r line; do eval "$line"; done; } <>"$port" >&0 2>&0
+	# The host side hung up (read sees end of file until it is back).
+	sleep 1
+done
+EOF
+chmod 755 "$root/etc/hutch/agent"
+
 cat >"$root/etc/hutch/shutdown" <<'EOF'
 #!/bin/sh
-killall dropbear acpid 2>/dev/null
+killall ssh-server dropbear acpid 2>/dev/null
 sync
 umount -a -r 2>/dev/null
 mount -o remount,ro / 2>/dev/null
@@ -239,5 +284,6 @@ cat >"$out/template.conf" <<EOF
 cmdline=console=ttyS0 root=/dev/vda rw quiet panic=-1 random.trust_cpu=on
 cpus=1
 memory=256M
+agent=yes
 EOF
 echo "built template in $out (kernel $kver)"

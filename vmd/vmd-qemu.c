@@ -332,6 +332,8 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	unlink(path);
 	xsnprintf(path, sizeof path, "%s/qemu.pid", run);
 	unlink(path);
+	xsnprintf(path, sizeof path, "%s/agent.sock", run);
+	unlink(path);
 	if (!vm->incoming) {
 		/* A cold boot starts from empty RAM, not an earlier run's file. */
 		xsnprintf(path, sizeof path, "%s/ram", run);
@@ -438,6 +440,15 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		 run, run);
 	args_add(&a, "-serial");
 	args_add(&a, "chardev:ser0");
+	if (vm->agent) {
+		/* The guest's agent (vmd-agent.c): one virtio port, its host side a socket. */
+		args_add(&a, "-device");
+		args_add(&a, "virtio-serial-pci,id=vser0");
+		args_add(&a, "-chardev");
+		args_add(&a, "socket,id=agent0,path=%s/agent.sock,server=on,wait=off", run);
+		args_add(&a, "-device");
+		args_add(&a, "virtserialport,bus=vser0.0,chardev=agent0,name=org.hutch.agent");
+	}
 	args_add(&a, "-chardev");
 	args_add(&a, "socket,id=qmp0,path=%s/qmp.sock,server=on,wait=off", run);
 	args_add(&a, "-mon");
@@ -497,6 +508,8 @@ int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	vm->started = (uint64_t)time(NULL);
 	xsnprintf(vm->accel, sizeof vm->accel, "%s", d->accel);
 	pthread_mutex_unlock(&d->lock);
+	/* Before a resumed state loads, so its agent finds the port as it was saved. */
+	vm_agent_connect(d, vm);
 	return 0;
 }
 
@@ -531,6 +544,11 @@ int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms)
 	port = vm->ssh_port;
 	pthread_mutex_unlock(&d->lock);
 
+	/* Short waits first: a connection that lost its way during a restart of
+	 * the guest's server is cheaper to replace than to wait out. Longer
+	 * ones later: a guest starved of CPU may take seconds to answer. */
+	int banner_ms = 250;
+
 	while (now_ns() < deadline) {
 		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -548,14 +566,17 @@ int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms)
 			/* slirp accepts at once; only the guest's server sends a banner. */
 			struct pollfd p = { .fd = fd, .events = POLLIN };
 			char banner[8];
+			int pr = poll(&p, 1, banner_ms);
 
-			if (poll(&p, 1, 1000) > 0 && read(fd, banner, 4) == 4 &&
-			    memcmp(banner, "SSH-", 4) == 0) {
+			banner_ms = MIN(banner_ms * 2, 4000);
+			if (pr > 0 && read(fd, banner, 4) == 4 && memcmp(banner, "SSH-", 4) == 0) {
 				pthread_mutex_lock(&d->lock);
 				vm->ssh_ready = true;
 				pthread_mutex_unlock(&d->lock);
 				return 0;
 			}
+			if (pr == 0)
+				continue;	/* it waited already */
 		}
 		struct timespec ts = { 0, 100 * 1000 * 1000 };
 		nanosleep(&ts, NULL);

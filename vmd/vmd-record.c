@@ -130,6 +130,7 @@ int vm_record_save(const struct vmd *d, struct vm *vm)
 	json_object_object_add(o, "mac", json_object_new_string(vm->mac));
 	json_object_object_add(o, "cpus", json_object_new_int(vm->cpus));
 	json_object_object_add(o, "memory", json_object_new_uint64(vm->memory));
+	json_object_object_add(o, "agent", json_object_new_boolean(vm->agent));
 	json_object_object_add(o, "uid", json_object_new_int64(vm->uid));
 	json_object_object_add(o, "created", json_object_new_uint64(vm->created));
 	/* Runtime state too, so a restarted hutch-vmd knows what to re-adopt. */
@@ -173,7 +174,9 @@ struct vm *vm_new(void)
 	if (!vm)
 		return NULL;
 	pthread_mutex_init(&vm->op_lock, NULL);
+	pthread_mutex_init(&vm->agent_lock, NULL);
 	vm->pidfd = -1;
+	vm->agent_fd = -1;
 	vm->refs = 1;
 	return vm;
 }
@@ -213,6 +216,7 @@ int vm_record_load(const struct vmd *d, const char *name, struct vm **out)
 	vm->hib_state_size = (uint64_t)get_i64(o, "hib_state_size");
 	vm->cpus = (unsigned)get_i64(o, "cpus");
 	vm->memory = (uint64_t)get_i64(o, "memory");
+	vm->agent = get_i64(o, "agent") != 0;
 	vm->uid = (unsigned)get_i64(o, "uid");
 	vm->created = (uint64_t)get_i64(o, "created");
 	vm->pid = (pid_t)get_i64(o, "pid");
@@ -255,6 +259,8 @@ void vm_put(struct vmd *d, struct vm *vm)
 	if (last) {
 		if (vm->pidfd >= 0)
 			close(vm->pidfd);
+		vm_agent_close(vm);
+		pthread_mutex_destroy(&vm->agent_lock);
 		pthread_mutex_destroy(&vm->op_lock);
 		free(vm);
 	}

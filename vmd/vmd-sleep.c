@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@
 
 #include "cleanup.h"
 #include "ctl.h"
+#include "hutch-version.h"
 #include "log.h"
 #include "vmd-qmp.h"
 
@@ -129,6 +131,20 @@ int run_cmd(char *const argv[], char *out, size_t outsz, unsigned timeout_ms)
 		if (*p == '\n')
 			*p = ' ';
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void vmd_helper_path(const char *name, char *buf, size_t sz)
+{
+	char exe[VMD_PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+
+	if (n > 0) {
+		exe[n] = '\0';
+		xsnprintf(buf, sz, "%s/%s", dirname(exe), name);
+		if (access(buf, R_OK) == 0)
+			return;
+	}
+	xsnprintf(buf, sz, "%s/%s", HUTCH_LIBEXECDIR, name);
 }
 
 static int image_name(const struct vm *vm, const char *what, unsigned gen, char *buf, size_t sz)
@@ -361,7 +377,34 @@ int wait_migration(struct qmp *q, char *err, size_t errsz)
 	return -ETIMEDOUT;
 }
 
-static bool qemu_has_ram_file(struct vmd *d, struct vm *vm)
+/*
+ * Stops the guest and saves its device state into STATE: everything but the
+ * RAM of its own file, which x-ignore-shared leaves out. A warm fork has no
+ * file of its own (RAM_WARM_PRIVATE): QEMU sends its RAM in the stream and
+ * hutch-vmstate-split takes it out into SPLIT_RAM, page-aligned like a RAM
+ * file, so the state is the same as for any other VM.
+ */
+int vm_save_state(struct qmp *q, const char *state, const char *split_ram, char *err, size_t errsz)
+{
+	char uri[3 * VMD_PATH_MAX + 32], helper[VMD_PATH_MAX];
+	int r;
+
+	unlink(state);
+	if (split_ram) {
+		unlink(split_ram);
+		vmd_helper_path("hutch-vmstate-split", helper, sizeof helper);
+		xsnprintf(uri, sizeof uri, "exec:'%s' ram0 '%s' > '%s'", helper, split_ram, state);
+	} else {
+		xsnprintf(uri, sizeof uri, "exec:cat > '%s'", state);
+	}
+	if ((r = qmp_execute(q, "stop", NULL, QMP_TIMEOUT_MS, NULL, err, errsz)) < 0 ||
+	    (r = set_ignore_shared(q, err, errsz)) < 0 ||
+	    (r = qmp_uri_cmd(q, "migrate", uri, err, errsz)) < 0)
+		return r;
+	return wait_migration(q, err, errsz);
+}
+
+enum ram_kind vm_ram_kind(const struct vm *vm)
 {
 	char path[64], buf[65536];
 	_cleanup_close_ int fd = -1;
@@ -370,11 +413,11 @@ static bool qemu_has_ram_file(struct vmd *d, struct vm *vm)
 	xsnprintf(path, sizeof path, "/proc/%d/cmdline", vm->pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return false;
+		return RAM_ANONYMOUS;
 	n = read(fd, buf, sizeof buf);
-	/* A warm fork maps its template's RAM privately (share=off): not its own file. */
-	return n > 0 && memmem(buf, (size_t)n, "memory-backend-file", 19) != NULL &&
-	       !memmem(buf, (size_t)n, "share=off", 9);
+	if (n <= 0 || !memmem(buf, (size_t)n, "memory-backend-file", 19))
+		return RAM_ANONYMOUS;
+	return memmem(buf, (size_t)n, "share=off", 9) ? RAM_WARM_PRIVATE : RAM_OWN_FILE;
 }
 
 /*
@@ -402,6 +445,18 @@ int state_path(struct vmd *d, struct vm *vm, char *buf, size_t sz)
 	return 0;
 }
 
+/* Where a warm fork's RAM is split out to while it hibernates: beside its state. */
+static int split_ram_path(struct vmd *d, struct vm *vm, char *buf, size_t sz)
+{
+	int r = state_path(d, vm, buf, sz);
+	char *slash = r < 0 ? NULL : strrchr(buf, '/');
+
+	if (!slash || (size_t)(slash - buf) + sizeof "/ram" > sz)
+		return r < 0 ? r : -ENAMETOOLONG;
+	strcpy(slash, "/ram");
+	return 0;
+}
+
 static void set_tier(struct vmd *d, struct vm *vm, enum vm_tier t)
 {
 	vm->tier = t;
@@ -417,6 +472,8 @@ static void unlink_local(struct vmd *d, struct vm *vm)
 		unlink(path);
 	if (state_path(d, vm, path, sizeof path) == 0)
 		unlink(path);
+	if (split_ram_path(d, vm, path, sizeof path) == 0)
+		unlink(path);
 }
 
 /* ---- the guest's clock ------------------------------------------------- */
@@ -431,6 +488,18 @@ static int set_guest_clock(struct vmd *d, struct vm *vm)
 	char port[16], kh[VMD_PATH_MAX + 32], khf[VMD_PATH_MAX];
 	int in[2], out[2], status;
 	pid_t pid;
+
+	if (vm->agent_fd >= 0) {
+		/* The agent answers within milliseconds: no handshake to wait out. */
+		struct timespec ts;
+		char cmd[64];
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		xsnprintf(cmd, sizeof cmd, "date -u -s @%lld >/dev/null",
+			  (long long)ts.tv_sec + (ts.tv_nsec >= 500000000));
+		if (vm_agent_run(vm, cmd, NULL, 0, 10000) == 0)
+			return 0;
+	}
 
 	if (vm_dir(d, vm->name, "known_hosts", khf, sizeof khf) < 0)
 		return -ENAMETOOLONG;
@@ -494,7 +563,7 @@ static void *clock_thread(void *arg)
 {
 	struct clock_job *j = arg;
 
-	if (vm_wait_ssh(j->d, j->vm, 60000) == 0 && set_guest_clock(j->d, j->vm) == 0)
+	if ((j->vm->agent_fd >= 0 || vm_wait_ssh(j->d, j->vm, 60000) == 0) && set_guest_clock(j->d, j->vm) == 0)
 		log_info("VM %s: guest clock set", j->vm->name);
 	else
 		log_warn("VM %s: could not set the guest's clock after its sleep", j->vm->name);
@@ -565,7 +634,7 @@ int vm_pause_locked(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 
 int vm_hibernate_locked(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 {
-	char ram[VMD_PATH_MAX], state[VMD_PATH_MAX], uri[VMD_PATH_MAX + 16], status[32] = "";
+	char ram[VMD_PATH_MAX], state[VMD_PATH_MAX], status[32] = "";
 	char ram_img[HUTCH_NAME_MAX + 64], state_img[HUTCH_NAME_MAX + 64];
 	unsigned gen = vm->hib_gen + 1, old_gen = vm->hib_gen;
 	struct qmp *q = NULL;
@@ -585,7 +654,8 @@ int vm_hibernate_locked(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		xsnprintf(err, errsz, "VM '%s' is not running; only a running VM can hibernate", vm->name);
 		return -EINVAL;
 	}
-	if (!qemu_has_ram_file(d, vm)) {
+	enum ram_kind kind = vm_ram_kind(vm);
+	if (kind == RAM_ANONYMOUS) {
 		xsnprintf(err, errsz, "VM '%s' was started without a RAM file (an older hutch-vmd); "
 			 "restart it once (`hutch vm restart %s`) to be able to hibernate it", vm->name, vm->name);
 		return -EOPNOTSUPP;
@@ -596,24 +666,20 @@ int vm_hibernate_locked(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		xsnprintf(err, errsz, "VM name '%s' is too long for its hibernation images", vm->name);
 		return -ENAMETOOLONG;
 	}
-	if (vm_dir(d, vm->name, "run/ram", ram, sizeof ram) < 0)
-		return -ENAMETOOLONG;
 	if ((r = state_path(d, vm, state, sizeof state)) < 0) {
 		xsnprintf(err, errsz, "cannot make the directory for %s's device state: %s", vm->name,
 			 strerror(-r));
 		return r;
 	}
-	unlink(state);
+	if ((kind == RAM_OWN_FILE ? vm_dir(d, vm->name, "run/ram", ram, sizeof ram)
+				  : split_ram_path(d, vm, ram, sizeof ram)) < 0)
+		return -ENAMETOOLONG;
 
 	r = vm_qmp(d, vm, &q, err, errsz);
 	if (r < 0)
 		return r;
 	/* The guest stops here; everything until the record may still be undone with cont. */
-	if ((r = qmp_execute(q, "stop", NULL, QMP_TIMEOUT_MS, NULL, err, errsz)) < 0 ||
-	    (r = set_ignore_shared(q, err, errsz)) < 0)
-		goto undo;
-	xsnprintf(uri, sizeof uri, "exec:cat > '%s'", state);
-	if ((r = qmp_uri_cmd(q, "migrate", uri, err, errsz)) < 0 || (r = wait_migration(q, err, errsz)) < 0)
+	if ((r = vm_save_state(q, state, kind == RAM_WARM_PRIVATE ? ram : NULL, err, errsz)) < 0)
 		goto undo;
 	/* Migration completed: QEMU drained and flushed its disk to hutch-storaged. */
 	if (stat(state, &st) < 0 || st.st_size == 0) {
@@ -676,6 +742,8 @@ undo:
 	}
 	rm_gen(d, vm, gen);
 	unlink(state);
+	if (kind == RAM_WARM_PRIVATE)
+		unlink(ram);
 	log_warn("VM %s: hibernate failed, the VM keeps running: %s", vm->name, err);
 	return r;
 }

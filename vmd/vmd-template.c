@@ -235,6 +235,9 @@ static int op_import(struct vmd *d, int fd, json_object *req)
 	json_object_object_add(o, "cmdline", json_object_new_string(cmdline));
 	json_object_object_add(o, "cpus", json_object_new_uint64(cpus));
 	json_object_object_add(o, "memory", json_object_new_uint64(memory));
+	/* The guest serves hutch's agent: its VMs get the virtio port (vmd-agent.c). */
+	json_object_object_add(o, "agent", json_object_new_boolean(json_object_object_get_ex(req, "agent", &v) &&
+								    json_object_get_boolean(v)));
 	json_object_object_add(o, "created", json_object_new_uint64((uint64_t)time(NULL)));
 	json_object_object_add(o, "source", json_object_new_string(disk));
 	xsnprintf(path, sizeof path, "%s/template.json", dir);

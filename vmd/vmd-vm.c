@@ -171,9 +171,13 @@ static int vm_start_locked(struct vmd *d, struct vm *vm, bool wait, char *err, s
 	vmd_monitor_kick(d);
 	if (!wait && !fork_resume)
 		return 0;
-	r = vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms);
-	/* A fork must not keep its source's identity: given before anyone logs in. */
-	if (fork_resume && r == 0 && (r = vm_warm_reidentify(d, vm, err, errsz)) < 0)
+	/* A fork must not keep its source's identity: given before anyone logs in,
+	 * through the agent the moment it runs, else over SSH once that answers. */
+	if (fork_resume && vm->agent_fd >= 0)
+		r = vm_warm_reidentify(d, vm, err, errsz);
+	else if ((r = vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms)) == 0 && fork_resume)
+		r = vm_warm_reidentify(d, vm, err, errsz);
+	if (fork_resume && r < 0 && r != -ESRCH && r != -ETIMEDOUT)
 		return r;
 	if (r == -ESRCH) {
 		char log[VMD_PATH_MAX];
@@ -372,6 +376,7 @@ int vmd_load_all(struct vmd *d)
 			if (pfd >= 0) {
 				vm->pidfd = pfd;
 				vm->ssh_ready = true;
+				vm_agent_connect(d, vm);
 				log_info("VM %s: re-adopted its running QEMU (pid %d)", vm->name, vm->pid);
 			} else {
 				vm->state = VM_CRASHED;
@@ -443,10 +448,21 @@ static void vm_destroy(struct vmd *d, struct vm *vm, bool image)
  * Makes a new VM named NAME whose disk is a fork of SRC_IMAGE, with kernel,
  * initrd and the rest from TMPL (a template or the source VM's record).
  */
-static int vm_make(struct vmd *d, int fd, const char *name, const char *src_image,
-		   const char *tmpl_name, const char *kernel, const char *initrd, const char *cmdline,
-		   unsigned cpus, uint64_t memory, bool start, bool wait, const char *warm_from, bool live)
+/* What a new VM is made of: its disk's source, boot files and machine. */
+struct vm_spec {
+	const char *src_image, *tmpl_name, *kernel, *initrd, *cmdline;
+	unsigned cpus;
+	uint64_t memory;
+	bool agent;		/* its guest serves hutch's agent (vmd-agent.c) */
+	const char *warm_from;	/* resume this warm template's memory */
+	bool live;		/* resume a live fork's saved state */
+};
+
+static int vm_make(struct vmd *d, int fd, const char *name, const struct vm_spec *spec, bool start, bool wait)
 {
+	const char *src_image = spec->src_image, *kernel = spec->kernel, *initrd = spec->initrd;
+	unsigned cpus = spec->cpus;
+	uint64_t memory = spec->memory;
 	char err[ERRSZ] = "", path[VMD_PATH_MAX], mem[32], host[32];
 	uint64_t hostmem = host_memory();
 	struct vm *vm, *other;
@@ -469,14 +485,15 @@ static int vm_make(struct vmd *d, int fd, const char *name, const char *src_imag
 	if (!vm)
 		return ctl_reply_error(fd, ENOMEM, "out of memory");
 	xsnprintf(vm->name, sizeof vm->name, "%s", name);
-	xsnprintf(vm->template_name, sizeof vm->template_name, "%s", tmpl_name);
+	xsnprintf(vm->template_name, sizeof vm->template_name, "%s", spec->tmpl_name);
 	xsnprintf(vm->disk, sizeof vm->disk, "vm.%s", name);
-	xsnprintf(vm->cmdline, sizeof vm->cmdline, "%s", cmdline);
+	xsnprintf(vm->cmdline, sizeof vm->cmdline, "%s", spec->cmdline);
 	vm->cpus = cpus;
 	vm->memory = memory;
+	vm->agent = spec->agent;
 	vm->created = (uint64_t)time(NULL);
-	xsnprintf(vm->warm_from, sizeof vm->warm_from, "%s", warm_from ? warm_from : "");
-	vm->live_fork = live;
+	xsnprintf(vm->warm_from, sizeof vm->warm_from, "%s", spec->warm_from ? spec->warm_from : "");
+	vm->live_fork = spec->live;
 	if (new_identity(vm) < 0) {
 		free(vm);
 		return ctl_reply_error(fd, EIO, "cannot read /dev/urandom");
@@ -590,8 +607,12 @@ static int op_create(struct vmd *d, int fd, json_object *req)
 		}
 		disk = warm_disk;
 	}
-	r = vm_make(d, fd, name, disk, tmpl, kernel, initrd, cmdline, cpus, memory,
-		    arg_bool(req, "start", true), arg_bool(req, "wait", true), warm ? tmpl : NULL, false);
+	struct vm_spec spec = {
+		.src_image = disk, .tmpl_name = tmpl, .kernel = kernel, .initrd = initrd, .cmdline = cmdline,
+		.cpus = cpus, .memory = memory, .warm_from = warm ? tmpl : NULL,
+		.agent = json_object_object_get_ex(t, "agent", &v) && json_object_get_boolean(v),
+	};
+	r = vm_make(d, fd, name, &spec, arg_bool(req, "start", true), arg_bool(req, "wait", true));
 	json_object_put(t);
 	return r;
 }
@@ -626,17 +647,19 @@ static int op_fork(struct vmd *d, int fd, json_object *req)
 			r = ctl_reply_error(fd, r, "%s", err);
 		} else {
 			/* SRC runs on: only the moment of the save needed it. */
-			unsigned cpus = s->cpus;
-			uint64_t memory = s->memory;
 			char disk_tmpl[HUTCH_NAME_MAX + 1], cmdline[sizeof s->cmdline];
+			struct vm_spec spec = {
+				.src_image = tmp, .tmpl_name = disk_tmpl, .kernel = kernel, .initrd = initrd,
+				.cmdline = cmdline, .cpus = s->cpus, .memory = s->memory, .agent = s->agent,
+				.live = true,
+			};
 
 			xsnprintf(disk_tmpl, sizeof disk_tmpl, "%s", s->template_name);
 			xsnprintf(cmdline, sizeof cmdline, "%s", s->cmdline);
 			vm_dir(d, src, "vmlinuz", kernel, sizeof kernel);
 			vm_dir(d, src, "initrd.img", initrd, sizeof initrd);
 			pthread_mutex_unlock(&s->op_lock);
-			r = vm_make(d, fd, dst, tmp, disk_tmpl, kernel, initrd, cmdline, cpus, memory,
-				    true, true, NULL, true);
+			r = vm_make(d, fd, dst, &spec, true, true);
 			if (vmd_image_rm(d, tmp, err, sizeof err) < 0)
 				log_warn("cannot remove the store image %s: %s", tmp, err);
 			vm_put(d, s);
@@ -648,9 +671,12 @@ static int op_fork(struct vmd *d, int fd, json_object *req)
 	} else {
 		vm_dir(d, src, "vmlinuz", kernel, sizeof kernel);
 		vm_dir(d, src, "initrd.img", initrd, sizeof initrd);
-		r = vm_make(d, fd, dst, s->disk, s->template_name, kernel, initrd, s->cmdline,
-			    (unsigned)arg_u64(req, "cpus", s->cpus), arg_u64(req, "memory", s->memory),
-			    arg_bool(req, "start", true), arg_bool(req, "wait", true), NULL, false);
+		struct vm_spec spec = {
+			.src_image = s->disk, .tmpl_name = s->template_name, .kernel = kernel, .initrd = initrd,
+			.cmdline = s->cmdline, .cpus = (unsigned)arg_u64(req, "cpus", s->cpus),
+			.memory = arg_u64(req, "memory", s->memory), .agent = s->agent,
+		};
+		r = vm_make(d, fd, dst, &spec, arg_bool(req, "start", true), arg_bool(req, "wait", true));
 	}
 	pthread_mutex_unlock(&s->op_lock);
 	vm_put(d, s);

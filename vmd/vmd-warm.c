@@ -29,7 +29,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -47,6 +46,9 @@
 #include "hutch-version.h"
 #include "log.h"
 #include "vmd-qmp.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #define ERRSZ 1024
 #define QMP_TIMEOUT_MS 10000
@@ -109,21 +111,6 @@ static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *
 }
 
 /* Stops the guest and saves its device state into STATE (RAM stays in its file). */
-static int save_state(struct qmp *q, const char *state, char *err, size_t errsz)
-{
-	char uri[VMD_PATH_MAX + 16];
-	int r;
-
-	unlink(state);
-	if ((r = qmp_execute(q, "stop", NULL, QMP_TIMEOUT_MS, NULL, err, errsz)) < 0 ||
-	    (r = set_ignore_shared(q, err, errsz)) < 0)
-		return r;
-	xsnprintf(uri, sizeof uri, "exec:cat > '%s'", state);
-	if ((r = qmp_uri_cmd(q, "migrate", uri, err, errsz)) < 0 || (r = wait_migration(q, err, errsz)) < 0)
-		return r;
-	return 0;
-}
-
 /* ---- template warm ---------------------------------------------------------- */
 
 void template_warm_annotate(struct vmd *d, const char *name, json_object *t)
@@ -193,6 +180,7 @@ static int warm_locked(struct vmd *d, const char *name, json_object *t, char *er
 		  json_object_object_get_ex(t, "cmdline", &v) ? json_object_get_string(v) : "");
 	vm->cpus = json_object_object_get_ex(t, "cpus", &v) ? (unsigned)json_object_get_int64(v) : 1;
 	vm->memory = json_object_object_get_ex(t, "memory", &v) ? (uint64_t)json_object_get_int64(v) : 256u << 20;
+	vm->agent = json_object_object_get_ex(t, "agent", &v) && json_object_get_boolean(v);
 	{
 		_cleanup_close_ int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
 
@@ -240,9 +228,16 @@ static int warm_locked(struct vmd *d, const char *name, json_object *t, char *er
 			 d->cfg.vmd.boot_timeout_ms / 1000, vdir);
 		goto out;
 	}
+	/* Its agent waiting in read() on the connected port is what the forks resume. */
+	if (vm->agent && (r = vm_agent_run(vm, "true", NULL, 0, 30000)) != 0) {
+		xsnprintf(err, errsz, "the template's guest agent does not answer (%s); see %s/console.log",
+			 r < 0 ? strerror(-r) : "exit status", vdir);
+		r = -EIO;
+		goto out;
+	}
 	t1 = now_ns();
 	xsnprintf(dst, sizeof dst, "%s.tmp", state);
-	if ((r = vm_qmp(d, vm, &q, err, errsz)) < 0 || (r = save_state(q, dst, err, errsz)) < 0)
+	if ((r = vm_qmp(d, vm, &q, err, errsz)) < 0 || (r = vm_save_state(q, dst, NULL, err, errsz)) < 0)
 		goto out;
 	qmp_execute(q, "quit", NULL, 2000, NULL, NULL, 0);
 	if (pidfd_wait(vm->pidfd, 10000) < 0)
@@ -300,12 +295,14 @@ out:
 		pidfd_wait(vm->pidfd, 5000);
 		close(vm->pidfd);
 	}
+	vm_agent_close(vm);
 	nftw(vdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	if (r < 0) {
 		template_warm_forget(d, name);
 		unlink(ram);
 		unlink(state);
 	}
+	pthread_mutex_destroy(&vm->agent_lock);
 	pthread_mutex_destroy(&vm->op_lock);
 	free(vm);
 	return r;
@@ -409,33 +406,70 @@ int vm_warm_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	return 0;
 }
 
-/* Where hutch-guest-reseed is: beside hutch-vmd (build tree), else libexecdir. */
-static void reseed_path(char *buf, size_t sz)
+/*
+ * A new SSH host key. Over the agent it is made here and written by the
+ * shell's printf (dropbear's format: the name, then the 32-byte seed and
+ * the public key): a guest under TCG takes 150 ms for dropbearkey. The
+ * server then starts again with it, and the script waits for the new
+ * listener, so the caller never reaches the old one dying.
+ */
+static int host_key_by_printf(char *buf, size_t sz)
 {
-	char exe[VMD_PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	unsigned char key[4 + 11 + 4 + 64] = { 0, 0, 0, 11, 's', 's', 'h', '-', 'e', 'd', '2', '5', '5', '1', '9',
+					       0, 0, 0, 64 };
+	size_t seed = 32, pub = 32;
+	EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	int ok = k && EVP_PKEY_get_raw_private_key(k, key + 19, &seed) == 1 &&
+		 EVP_PKEY_get_raw_public_key(k, key + 19 + 32, &pub) == 1 && seed == 32 && pub == 32;
+	size_t len;
 
-	if (n > 0) {
-		exe[n] = '\0';
-		xsnprintf(buf, sz, "%s/hutch-guest-reseed", dirname(exe));
-		if (access(buf, R_OK) == 0)
-			return;
-	}
-	xsnprintf(buf, sz, "%s/hutch-guest-reseed", HUTCH_LIBEXECDIR);
+	EVP_PKEY_free(k);
+	if (!ok)
+		return -EIO;
+	len = (size_t)xsnprintf(buf, sz, "umask 077; printf '");
+	for (size_t i = 0; i < sizeof key && len + 5 < sz; i++)
+		len += (size_t)snprintf(buf + len, sz - len, "\\%03o", key[i]);
+	OPENSSL_cleanse(key, sizeof key);
+	if ((size_t)xsnprintf(buf + len, sz - len, "' >/etc/dropbear/dropbear_ed25519_host_key || exit 4;") >= sz - len)
+		return -E2BIG;
+	return 0;
 }
+
+/*
+ * Guests of `hutch template build` run the server under ssh-server, which
+ * writes its pid and starts it again at once: only builtins then (a process
+ * costs tens of ms under TCG), pausing with a read timeout on the agent's
+ * fifo and seeing the listener in /proc. Other guests: init's child is the
+ * listener (a session's own server process, over SSH, stays).
+ */
+static const char restart_server[] =
+	"if [ -s /run/dropbear.pid ] && [ -p /run/hutch-agent.tick ]; then"
+	" read old </run/dropbear.pid; kill -9 $old; exec 3<>/run/hutch-agent.tick; i=0;"
+	" while [ $i -lt 300 ]; do read n </run/dropbear.pid; if [ \"$n\" != \"$old\" ]; then"
+	" while read -r l; do case \"$l\" in *':0016 00000000:0000 0A '*) break 2;; esac; done </proc/net/tcp; fi;"
+	" read -t 0.01 n <&3; i=$((i+1)); done;"
+	" else"
+	" l() { for p in $(pidof dropbear); do [ \"$(cut -d' ' -f4 /proc/$p/stat)\" = 1 ] && echo $p; done; };"
+	" old=$(l); [ -n \"$old\" ] && kill -9 $old;"
+	" i=0; while [ $i -lt 200 ]; do n=$(l); [ -n \"$n\" ] && [ \"$n\" != \"$old\" ] && break;"
+	" usleep 10000; i=$((i+1)); done;"
+	" fi;";
+static const char key_by_dropbearkey[] =
+	"rm -f /etc/dropbear/*_host_key; dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1 || exit 4;";
 
 int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 {
-	char helper[VMD_PATH_MAX], port[16], script[2048], hex[129], out[1024] = "";
+	char helper[VMD_PATH_MAX], port[16], script[3072], hex[129], out[1024] = "", key[512];
 	unsigned char rnd[64];
 	struct timespec ts;
-	int in[2], outp[2], status = 0;
+	int in[2], outp[2], status = 0, r;
 	pid_t pid;
 	uint64_t t0 = now_ns();
+	bool agent = vm->agent_fd >= 0;
 
-	reseed_path(helper, sizeof helper);
-	_cleanup_close_ int hfd = open(helper, O_RDONLY | O_CLOEXEC);
-	if (hfd < 0) {
+	vmd_helper_path("hutch-guest-reseed", helper, sizeof helper);
+	_cleanup_close_ int hfd = agent ? -1 : open(helper, O_RDONLY | O_CLOEXEC);
+	if (!agent && hfd < 0) {
 		xsnprintf(err, errsz, "cannot open %s (installed with hutch-vmd): %s", helper, strerror(errno));
 		return -ENOENT;
 	}
@@ -447,28 +481,38 @@ int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 	}
 	for (size_t i = 0; i < sizeof rnd; i++)
 		sprintf(hex + 2 * i, "%02x", rnd[i]);
+	if (agent && host_key_by_printf(key, sizeof key) < 0) {
+		xsnprintf(err, errsz, "cannot make an SSH host key for VM '%s'", vm->name);
+		return -EIO;
+	}
 	clock_gettime(CLOCK_REALTIME, &ts);
-	/* Names, hex and the MAC are checked or made here: safe in a shell line. */
+	/* Names, hex and the MAC are checked or made here: safe in a shell line.
+	 * A guest with the agent has the reseed helper (template build put it
+	 * there); over SSH it comes as the session's input. */
 	xsnprintf(script, sizeof script,
-		  "cat >/run/hutch-reseed && chmod 700 /run/hutch-reseed && echo %s | /run/hutch-reseed"
-		  " || { echo 'hutch: RNG reseed failed' >&2; exit 3; }; rm -f /run/hutch-reseed;"
-		  " date -u -s @%lld >/dev/null;"
-		  " hostname %s; echo %s >/etc/hostname;"
+		  "%s echo %s %lld | %s"
+		  " || { echo 'hutch: RNG reseed or clock failed' >&2; exit 3; }; rm -f /run/hutch-reseed;"
+		  " echo %s >/proc/sys/kernel/hostname; echo %s >/etc/hostname;"
 		  " printf '127.0.0.1 localhost\\n127.0.1.1 %%s\\n' %s >/etc/hosts;"
 		  " echo %s >/etc/machine-id;"
 		  " ip link set eth0 address %s || { ip link set eth0 down; ip link set eth0 address %s;"
 		  " ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; };"
-		  " rm -f /etc/dropbear/*_host_key;"
-		  " dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1 || exit 4;"
-		  /* The listener only (its parent is init, which starts it again with
-		   * the new key); this session's own server process stays. Wait until
-		   * the new one runs, so the caller does not hit the old one dying. */
-		  " l() { for p in $(pidof dropbear); do [ \"$(cut -d' ' -f4 /proc/$p/stat)\" = 1 ] && echo $p; done; };"
-		  " old=$(l); [ -n \"$old\" ] && kill -9 $old;"
-		  " i=0; while [ $i -lt 200 ]; do n=$(l); [ -n \"$n\" ] && [ \"$n\" != \"$old\" ] && break;"
-		  " usleep 10000; i=$((i+1)); done;"
-		  " sync; echo hutch-reidentified",
-		  hex, (long long)ts.tv_sec, vm->name, vm->name, vm->name, vm->machine_id, vm->mac, vm->mac);
+		  " %s %s"
+		  " echo hutch-reidentified",
+		  agent ? "" : "cat >/run/hutch-reseed && chmod 700 /run/hutch-reseed &&", hex,
+		  (long long)ts.tv_sec, agent ? "/usr/lib/hutch/guest-reseed" : "/run/hutch-reseed",
+		  vm->name, vm->name, vm->name, vm->machine_id, vm->mac, vm->mac,
+		  agent ? key : key_by_dropbearkey, restart_server);
+	if (agent) {
+		r = vm_agent_run(vm, script, out, sizeof out, 30000);
+		if (r != 0 || !strstr(out, "hutch-reidentified")) {
+			out[strcspn(out, "\n")] = '\0';
+			xsnprintf(err, errsz, "VM '%s' could not be given its own identity after the fork "
+				 "(agent: %s): %s", vm->name, r < 0 ? strerror(-r) : "exit status", out);
+			return -EIO;
+		}
+		goto done;
+	}
 	pthread_mutex_lock(&d->lock);
 	xsnprintf(port, sizeof port, "%u", vm->ssh_port);
 	pthread_mutex_unlock(&d->lock);
@@ -515,9 +559,11 @@ int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 			 vm->name, WIFEXITED(status) ? WEXITSTATUS(status) : -1, out);
 		return -EIO;
 	}
-	log_info("VM %s re-identified after the fork in %" PRIu64 " ms", vm->name, (now_ns() - t0) / 1000000);
-	/* Init restarts the SSH server with the new host key: wait for it. */
-	return vm_wait_ssh(d, vm, 30000);
+done:
+	log_info("VM %s re-identified after the fork in %" PRIu64 " ms (%s)", vm->name,
+		 (now_ns() - t0) / 1000000, agent ? "agent" : "SSH");
+	/* The SSH server runs again with the new host key: wait for its banner. */
+	return vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms);
 }
 
 /* ---- live fork ------------------------------------------------------------------ */
@@ -543,9 +589,10 @@ int vm_live_fork_save(struct vmd *d, struct vm *src, const char *dst, char *tmp_
 	if (vm_dir(d, src->name, "run/ram", sram, sizeof sram) < 0 ||
 	    live_file(d, dst, "state", state, sizeof state) < 0 || live_file(d, dst, "ram", ram, sizeof ram) < 0)
 		return -ENAMETOOLONG;
-	if (access(sram, R_OK) < 0) {
-		xsnprintf(err, errsz, "VM '%s' has no RAM file of its own (a warm fork, or started by an older "
-			 "hutch-vmd); restart it once (`hutch vm restart %s`) to fork it live", src->name, src->name);
+	enum ram_kind kind = vm_ram_kind(src);
+	if (kind == RAM_ANONYMOUS) {
+		xsnprintf(err, errsz, "VM '%s' has no RAM file (started by an older hutch-vmd); restart it "
+			 "once (`hutch vm restart %s`) to fork it live", src->name, src->name);
 		return -EOPNOTSUPP;
 	}
 	/* QEMU runs `cat` for the state as SRC's uid. */
@@ -559,10 +606,11 @@ int vm_live_fork_save(struct vmd *d, struct vm *src, const char *dst, char *tmp_
 	xsnprintf(tmp_image, tmpsz, "vm.%s.live-fork", dst);
 	if ((r = vm_qmp(d, src, &q, err, errsz)) < 0)
 		return r;
-	if ((r = save_state(q, state, err, errsz)) < 0)
+	/* A warm SRC's RAM comes out of the stream straight into DST's file. */
+	if ((r = vm_save_state(q, state, kind == RAM_WARM_PRIVATE ? ram : NULL, err, errsz)) < 0)
 		goto cont;
 	/* Stopped, disk flushed: RAM and disk now belong together. */
-	if ((r = copy_sparse(sram, ram, err, errsz)) < 0)
+	if (kind == RAM_OWN_FILE && (r = copy_sparse(sram, ram, err, errsz)) < 0)
 		goto cont;
 	rm_quiet(d, tmp_image);
 	r = vmd_image_fork(d, src->disk, tmp_image, err, errsz);

@@ -70,6 +70,9 @@ struct vm {
 	bool incoming;			/* next QEMU waits for a migration stream (resume) */
 	char warm_from[HUTCH_NAME_MAX + 1];	/* first start resumes this warm template (vmd-warm.c) */
 	bool live_fork;			/* first start resumes a live fork's saved state (vmd-warm.c) */
+	bool agent;			/* the guest serves hutch's agent on a virtio port (vmd-agent.c) */
+	int agent_fd;			/* hutch-vmd's end of that port while QEMU runs, or -1 */
+	pthread_mutex_t agent_lock;	/* one agent run at a time; guards agent_fd */
 	unsigned sessions;		/* open sessions (vm.session), keep it awake */
 	struct vm_idle idle;
 	struct vm *next;
@@ -152,12 +155,26 @@ int vmd_sleep_op(struct vmd *d, int fd, const char *op, json_object *req);
 /* Shared with vmd-warm.c: the migration steps and copies of hibernate/resume. */
 struct qmp;
 int run_cmd(char *const argv[], char *out, size_t outsz, unsigned timeout_ms);
+/* vmd-agent.c: the guest agent on the virtio port org.hutch.agent. */
+int vm_agent_connect(struct vmd *d, struct vm *vm);
+void vm_agent_close(struct vm *vm);
+int vm_agent_run(struct vm *vm, const char *script, char *out, size_t outsz, unsigned timeout_ms);
+/* Where hutch's helper program NAME is: beside hutch-vmd (build tree), else libexecdir. */
+void vmd_helper_path(const char *name, char *buf, size_t sz);
 int file_to_image(struct vmd *d, const char *file, const char *image, uint64_t size, char *err, size_t errsz);
 int vm_qmp(struct vmd *d, struct vm *vm, struct qmp **q, char *err, size_t errsz);
 int set_ignore_shared(struct qmp *q, char *err, size_t errsz);
 int qmp_uri_cmd(struct qmp *q, const char *cmd, const char *uri, char *err, size_t errsz);
 int wait_migration(struct qmp *q, char *err, size_t errsz);
 int state_path(struct vmd *d, struct vm *vm, char *buf, size_t sz);
+/* How the running QEMU holds the guest's RAM, from its command line. */
+enum ram_kind {
+	RAM_ANONYMOUS,		/* started by an older hutch-vmd: cannot be saved */
+	RAM_OWN_FILE,		/* run/ram, share=on: x-ignore-shared leaves it out */
+	RAM_WARM_PRIVATE,	/* a warm fork's private map of its template's RAM */
+};
+enum ram_kind vm_ram_kind(const struct vm *vm);
+int vm_save_state(struct qmp *q, const char *state, const char *split_ram, char *err, size_t errsz);
 
 /* vmd-warm.c: warm templates and live forks */
 int vmd_warm_op(struct vmd *d, int fd, const char *op, json_object *req);
