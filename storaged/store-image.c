@@ -6,6 +6,12 @@
  * the same chunk update in place; dirty buffers are written out on FLUSH,
  * on FUA, on the flush timer, and oldest first when the store's dirty limit
  * is passed. Nothing is acknowledged as durable before FLUSH or FUA.
+ *
+ * A dirty buffer need not hold the whole chunk: writes of whole 4 KiB
+ * blocks only mark the blocks they bring (a bitmap after the chunk's bytes
+ * in the same allocation), and the stored chunk is read for the others
+ * only when something needs them: a read of such a block, an unaligned
+ * write, the write-out. So random 4 KiB writes read nothing.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,6 +34,80 @@ static int check_range(struct image *img, uint64_t off, uint64_t len)
 		return -ESHUTDOWN;
 	if (off > img->size || len > img->size - off)
 		return -EINVAL;
+	return 0;
+}
+
+/* ---- dirty buffers: the chunk's bytes, then a bitmap of the blocks held ---- */
+
+static size_t dmap_bytes(uint32_t cs)
+{
+	return (cs / SUB_BLOCK + 7) / 8;
+}
+
+static uint8_t *dirty_new(uint32_t cs, bool whole)
+{
+	uint8_t *b = malloc(cs + dmap_bytes(cs));
+
+	if (b)
+		memset(b + cs, whole ? 0xff : 0, dmap_bytes(cs));
+	return b;
+}
+
+static bool block_held(const uint8_t *b, uint32_t cs, uint32_t blk)
+{
+	return b[cs + blk / 8] & (1u << (blk % 8));
+}
+
+/* Whether the buffer holds every block of [from, from+len). */
+static bool dirty_holds(const uint8_t *b, uint32_t cs, uint32_t from, uint32_t len)
+{
+	for (uint32_t k = from / SUB_BLOCK; k < DIV_ROUND_UP(from + len, SUB_BLOCK); k++)
+		if (!block_held(b, cs, k))
+			return false;
+	return true;
+}
+
+/* Brings in the blocks the buffer lacks from the stored chunk REF. */
+static int dirty_fill(struct store *s, const struct ref *ref, uint8_t *b)
+{
+	const uint32_t cs = s->chunk_size, blocks = cs / SUB_BLOCK;
+	uint32_t k = 0;
+
+	while (k < blocks) {
+		uint32_t e;
+
+		if (block_held(b, cs, k)) {
+			k++;
+			continue;
+		}
+		for (e = k + 1; e < blocks && !block_held(b, cs, e); e++)
+			;
+		int r = chunk_read(s, ref, k * SUB_BLOCK, (e - k) * SUB_BLOCK, b + k * SUB_BLOCK);
+		if (r < 0)
+			return r;
+		k = e;
+	}
+	memset(b + cs, 0xff, dmap_bytes(cs));
+	return 0;
+}
+
+/* [from, from+len) of a dirty chunk: its blocks, the stored chunk for the rest. */
+static int dirty_read(struct store *s, const struct ref *ref, const uint8_t *b, uint32_t from, uint32_t len,
+		      uint8_t *out)
+{
+	const uint32_t cs = s->chunk_size;
+
+	if (!dirty_holds(b, cs, from, len)) {
+		int r = chunk_read(s, ref, from, len, out);
+		if (r < 0)
+			return r;
+	}
+	for (uint32_t k = from / SUB_BLOCK; k < DIV_ROUND_UP(from + len, SUB_BLOCK); k++) {
+		uint32_t a = MAX(k * SUB_BLOCK, from), e = MIN((k + 1) * SUB_BLOCK, from + len);
+
+		if (block_held(b, cs, k))
+			memcpy(out + (a - from), b + a, e - a);
+	}
 	return 0;
 }
 
@@ -66,7 +146,7 @@ int image_read(struct image *img, void *buf, uint64_t off, uint32_t len)
 		} else if (!l) {
 			break;
 		} else if (l->dirty[c % NODE_FANOUT]) {
-			memcpy(out, l->dirty[c % NODE_FANOUT] + within, cnt);
+			r = dirty_read(img->s, &l->refs[c % NODE_FANOUT], l->dirty[c % NODE_FANOUT], within, cnt, out);
 		} else {
 			/* Stored chunks are read in batches, one submission each. */
 			req[n++] = (struct chunk_req){ l->refs[c % NODE_FANOUT], within, cnt, out };
@@ -116,7 +196,9 @@ static int writeback_one(struct image *img, uint64_t c)
 
 	if (!l || !l->dirty[j])
 		return 0;	/* overwritten whole, zeroed or cut by a resize since */
-	r = chunk_put(img->s, REC_DATA, l->dirty[j], img->s->chunk_size, &ref);
+	r = dirty_fill(img->s, &l->refs[j], l->dirty[j]);
+	if (r == 0)
+		r = chunk_put(img->s, REC_DATA, l->dirty[j], img->s->chunk_size, &ref);
 	if (r < 0)
 		return r;
 	l->refs[j] = ref;
@@ -127,11 +209,55 @@ static int writeback_one(struct image *img, uint64_t c)
 	return 0;
 }
 
-/* Oldest first, until the store's dirty bytes are at most target. */
-static int writeback_until(struct image *img, uint64_t target)
+/*
+ * The stored chunks behind the next queued buffers that lack blocks, read
+ * in one submission (random reads one by one would wait on the disk for
+ * each), and merged in.
+ */
+static int fill_ahead(struct image *img)
 {
-	while (img->dirty_head < img->dirty_n && atomic_load(&img->s->dirty_bytes) > target) {
-		int r = writeback_one(img, img->dirty_q[img->dirty_head]);
+	const uint32_t cs = img->s->chunk_size;
+	struct chunk_req req[CHUNK_READ_BATCH];
+	uint8_t *into[CHUNK_READ_BATCH];
+	unsigned n = 0;
+	int r = 0;
+
+	for (size_t i = img->dirty_head; i < img->dirty_n && n < CHUNK_READ_BATCH; i++) {
+		uint64_t c = img->dirty_q[i];
+		struct leaf *l = img->leaves[c / NODE_FANOUT];
+		uint8_t *b = l ? l->dirty[c % NODE_FANOUT] : NULL;
+
+		if (!b || dirty_holds(b, cs, 0, cs))
+			continue;
+		req[n] = (struct chunk_req){ l->refs[c % NODE_FANOUT], 0, cs, malloc(cs) };
+		into[n] = b;
+		if (!req[n].buf) {
+			r = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	if (r == 0 && n)
+		r = chunk_read_many(img->s, req, n);
+	for (unsigned k = 0; k < n; k++) {
+		for (uint32_t blk = 0; r == 0 && blk < cs / SUB_BLOCK; blk++)
+			if (!block_held(into[k], cs, blk))
+				memcpy(into[k] + blk * SUB_BLOCK, (uint8_t *)req[k].buf + blk * SUB_BLOCK, SUB_BLOCK);
+		if (r == 0)
+			memset(into[k] + cs, 0xff, dmap_bytes(cs));
+		free(req[k].buf);
+	}
+	return r;
+}
+
+/* Oldest first: all of this image's, or until the store's dirty bytes are
+ * at most target. */
+static int writeback_queue(struct image *img, uint64_t target, bool all)
+{
+	for (unsigned i = 0; img->dirty_head < img->dirty_n && (all || atomic_load(&img->s->dirty_bytes) > target); i++) {
+		int r = i % CHUNK_READ_BATCH ? 0 : fill_ahead(img);
+		if (r == 0)
+			r = writeback_one(img, img->dirty_q[img->dirty_head]);
 		if (r < 0)
 			return r;
 		img->dirty_head++;
@@ -141,16 +267,14 @@ static int writeback_until(struct image *img, uint64_t target)
 	return 0;
 }
 
+static int writeback_until(struct image *img, uint64_t target)
+{
+	return writeback_queue(img, target, false);
+}
+
 static int image_writeback(struct image *img)
 {
-	while (img->dirty_head < img->dirty_n) {
-		int r = writeback_one(img, img->dirty_q[img->dirty_head]);
-		if (r < 0)
-			return r;
-		img->dirty_head++;
-	}
-	img->dirty_head = img->dirty_n = 0;
-	return 0;
+	return writeback_queue(img, 0, true);
 }
 
 /* Writes src (NULL = zeroes) into [off, off+len). Image write-locked.
@@ -189,11 +313,15 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 			l->refs[j] = ref;
 			tree_mark_chunk(img, c);
 		} else {
-			if (!l->dirty[j]) {
-				uint8_t *b = malloc(cs);
+			/* Whole blocks need nothing of the stored chunk; others need their blocks. */
+			bool blocks = within % SUB_BLOCK == 0 && n % SUB_BLOCK == 0;
+			uint8_t *b = l->dirty[j];
+
+			if (!b) {
+				b = dirty_new(cs, !blocks);
 				if (!b)
 					return -ENOMEM;
-				r = chunk_read(img->s, &l->refs[j], 0, cs, b);
+				r = blocks ? 0 : chunk_read(img->s, &l->refs[j], 0, cs, b);
 				if (r == 0)
 					r = dirty_push(img, c);
 				if (r < 0) {
@@ -203,11 +331,16 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 				l->dirty[j] = b;
 				atomic_fetch_add(&img->s->dirty_bytes, cs);
 				tree_mark_chunk(img, c);
+			} else if (!blocks && !dirty_holds(b, cs, within, n) &&
+				   (r = dirty_fill(img->s, &l->refs[j], b)) < 0) {
+				return r;
 			}
 			if (src)
-				memcpy(l->dirty[j] + within, src, n);
+				memcpy(b + within, src, n);
 			else
-				memset(l->dirty[j] + within, 0, n);
+				memset(b + within, 0, n);
+			for (uint32_t k = within / SUB_BLOCK; blocks && k < (within + n) / SUB_BLOCK; k++)
+				b[cs + k / 8] |= (uint8_t)(1u << (k % 8));
 		}
 		if (src)
 			src += n;
@@ -384,7 +517,9 @@ int image_extents(struct image *img, uint64_t off, uint64_t len, image_extent_fn
 		} else {
 			unsigned j = c % NODE_FANOUT;
 			if (l->dirty[j])
-				flags = buf_is_zero(l->dirty[j], cs) ? EXTENT_ZERO : 0;
+				/* A buffer without all its blocks counts as data. */
+				flags = dirty_holds(l->dirty[j], cs, 0, cs) && buf_is_zero(l->dirty[j], cs) ?
+					EXTENT_ZERO : 0;
 			else
 				flags = ref_is_hole(&l->refs[j]) ? EXTENT_HOLE | EXTENT_ZERO : 0;
 			next = (c + 1) * cs;
