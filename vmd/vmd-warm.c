@@ -426,7 +426,7 @@ static int host_key_by_printf(char *buf, size_t sz)
 	EVP_PKEY_free(k);
 	if (!ok)
 		return -EIO;
-	len = (size_t)xsnprintf(buf, sz, "umask 077; printf '");
+	len = (size_t)xsnprintf(buf, sz, "printf '");
 	for (size_t i = 0; i < sizeof key && len + 5 < sz; i++)
 		len += (size_t)snprintf(buf + len, sz - len, "\\%03o", key[i]);
 	OPENSSL_cleanse(key, sizeof key);
@@ -459,7 +459,7 @@ static const char key_by_dropbearkey[] =
 
 int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 {
-	char helper[VMD_PATH_MAX], port[16], script[3072], hex[129], out[1024] = "", key[512];
+	char helper[VMD_PATH_MAX], port[16], script[3072], hex[129], out[1024] = "", key[512], reseed[384];
 	unsigned char rnd[64];
 	struct timespec ts;
 	int in[2], outp[2], status = 0, r;
@@ -486,12 +486,22 @@ int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		return -EIO;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
+	/* The entropy goes in on stdin, never on a command line other guest users
+	 * could read: through a private file over the agent (a pipe would cost
+	 * the shell a process), through a pipe after the program over SSH. */
+	if (agent)
+		xsnprintf(reseed, sizeof reseed, "umask 077; echo %s %lld >/run/hutch-seed;"
+			  " /usr/lib/hutch/guest-reseed </run/hutch-seed; r=$?; : >/run/hutch-seed; [ $r = 0 ]",
+			  hex, (long long)ts.tv_sec);
+	else
+		xsnprintf(reseed, sizeof reseed, "cat >/run/hutch-reseed && chmod 700 /run/hutch-reseed &&"
+			  " echo %s %lld | /run/hutch-reseed; r=$?; rm -f /run/hutch-reseed; [ $r = 0 ]",
+			  hex, (long long)ts.tv_sec);
 	/* Names, hex and the MAC are checked or made here: safe in a shell line.
 	 * A guest with the agent has the reseed helper (template build put it
 	 * there); over SSH it comes as the session's input. */
 	xsnprintf(script, sizeof script,
-		  "%s echo %s %lld | %s"
-		  " || { echo 'hutch: RNG reseed or clock failed' >&2; exit 3; }; rm -f /run/hutch-reseed;"
+		  "%s || { echo 'hutch: RNG reseed or clock failed' >&2; exit 3; };"
 		  " echo %s >/proc/sys/kernel/hostname; echo %s >/etc/hostname;"
 		  " printf '127.0.0.1 localhost\\n127.0.1.1 %%s\\n' %s >/etc/hosts;"
 		  " echo %s >/etc/machine-id;"
@@ -499,9 +509,7 @@ int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		  " ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; };"
 		  " %s %s"
 		  " echo hutch-reidentified",
-		  agent ? "" : "cat >/run/hutch-reseed && chmod 700 /run/hutch-reseed &&", hex,
-		  (long long)ts.tv_sec, agent ? "/usr/lib/hutch/guest-reseed" : "/run/hutch-reseed",
-		  vm->name, vm->name, vm->name, vm->machine_id, vm->mac, vm->mac,
+		  reseed, vm->name, vm->name, vm->name, vm->machine_id, vm->mac, vm->mac,
 		  agent ? key : key_by_dropbearkey, restart_server);
 	if (agent) {
 		r = vm_agent_run(vm, script, out, sizeof out, 30000);
