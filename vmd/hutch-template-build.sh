@@ -17,7 +17,8 @@ Usage: hutch-template-build [--cache DIR] [--size SIZE] OUTDIR
 Builds a guest that boots to SSH-ready in seconds under TCG:
   kernel      Debian's linux-image-cloud-amd64 (direct kernel boot)
   initramfs   busybox-static + virtio modules; mounts /dev/vda as root
-  root fs     busybox + dropbear SSH server, ext4 image of SIZE (default 1G)
+  root fs     busybox + dropbear SSH server (one per connection, started by
+              busybox nc), ext4 image of SIZE (default 1G)
 The guest takes its identity (hostname, machine-id, RNG seed, admin key)
 from QEMU fw_cfg entries opt/hutch/* at every boot, and makes new SSH
 host keys whenever its machine-id changes, so forks never share them.
@@ -178,7 +179,7 @@ cp "$reseed" "$root/usr/lib/hutch/guest-reseed"
 
 cat >"$root/etc/inittab" <<'EOF'
 ::sysinit:/etc/hutch/boot
-::respawn:/etc/hutch/ssh-server
+::respawn:/bin/nc -ll -p 22 -e /usr/sbin/dropbear -i -s -r /etc/dropbear/dropbear_ed25519_host_key
 ::respawn:/etc/hutch/agent
 ::respawn:/bin/cttyhack /bin/sh -l
 ::ctrlaltdel:/bin/poweroff
@@ -224,18 +225,11 @@ echo "hutch: $(hostname) ready"
 EOF
 chmod 755 "$root/etc/hutch/boot"
 
-# Not init's respawn: busybox init waits a second before it starts a server
-# again, and a fork's re-identification restarts this one for its new key.
-cat >"$root/etc/hutch/ssh-server" <<'EOF'
-#!/bin/sh
-while :; do
-	/usr/sbin/dropbear -F -s -p 22 -P /run/dropbear.pid -r /etc/dropbear/dropbear_ed25519_host_key
-	# Killed (for a new key): again at once; failed: not in a tight loop.
-	[ $? -eq 137 ] || usleep 200000
-done
-EOF
-chmod 755 "$root/etc/hutch/ssh-server"
-
+# The SSH server runs once per connection (busybox nc execs dropbear -i):
+# each one reads the host key and seeds its random state afresh, so a VM
+# forked from a template's memory needs only a new key file, no restart.
+# This file tells hutch-vmd's re-identification so.
+: >"$root/etc/hutch/ssh-per-connection"
 cat >"$root/etc/hutch/agent" <<'EOF'
 #!/bin/sh
 # hutch's agent: runs each line hutch-vmd sends over the virtio port
@@ -247,8 +241,6 @@ port=
 for n in /sys/class/virtio-ports/*/name; do
 	[ "$(cat "$n" 2>/dev/null)" = org.hutch.agent ] && { port=${n%/name}; port=/dev/${port##*/}; }
 done
-# hutch-vmd's scripts pause with `read -t` on this, not a sleep process.
-[ -p /run/hutch-agent.tick ] || mkfifo /run/hutch-agent.tick
 # No port (a QEMU without it): nothing to serve, and nothing for init to respawn.
 [ -n "$port" ] || exec sleep 2147483647
 while :; do
@@ -262,7 +254,7 @@ chmod 755 "$root/etc/hutch/agent"
 
 cat >"$root/etc/hutch/shutdown" <<'EOF'
 #!/bin/sh
-killall ssh-server dropbear acpid 2>/dev/null
+killall nc dropbear acpid 2>/dev/null
 sync
 umount -a -r 2>/dev/null
 mount -o remount,ro / 2>/dev/null

@@ -444,10 +444,6 @@ static void vm_destroy(struct vmd *d, struct vm *vm, bool image)
 	vmd_acl_write(d);
 }
 
-/*
- * Makes a new VM named NAME whose disk is a fork of SRC_IMAGE, with kernel,
- * initrd and the rest from TMPL (a template or the source VM's record).
- */
 /* What a new VM is made of: its disk's source, boot files and machine. */
 struct vm_spec {
 	const char *src_image, *tmpl_name, *kernel, *initrd, *cmdline;
@@ -458,6 +454,10 @@ struct vm_spec {
 	bool live;		/* resume a live fork's saved state */
 };
 
+/*
+ * Makes a new VM named NAME whose disk is a fork of SPEC's source image, with kernel,
+ * initrd and the rest from SPEC (a template's or the source VM's).
+ */
 static int vm_make(struct vmd *d, int fd, const char *name, const struct vm_spec *spec, bool start, bool wait)
 {
 	const char *src_image = spec->src_image, *kernel = spec->kernel, *initrd = spec->initrd;

@@ -409,9 +409,7 @@ int vm_warm_start(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 /*
  * A new SSH host key. Over the agent it is made here and written by the
  * shell's printf (dropbear's format: the name, then the 32-byte seed and
- * the public key): a guest under TCG takes 150 ms for dropbearkey. The
- * server then starts again with it, and the script waits for the new
- * listener, so the caller never reaches the old one dying.
+ * the public key): a guest under TCG takes 150 ms for dropbearkey.
  */
 static int host_key_by_printf(char *buf, size_t sz)
 {
@@ -436,24 +434,19 @@ static int host_key_by_printf(char *buf, size_t sz)
 }
 
 /*
- * Guests of `hutch template build` run the server under ssh-server, which
- * writes its pid and starts it again at once: only builtins then (a process
- * costs tens of ms under TCG), pausing with a read timeout on the agent's
- * fifo and seeing the listener in /proc. Other guests: init's child is the
- * listener (a session's own server process, over SSH, stays).
+ * Guests of `hutch template build` run the SSH server once per connection
+ * (busybox nc execs dropbear -i), each reading the key and seeding its
+ * random state afresh: nothing to restart. Other guests run a listener
+ * whose random state came from the template's memory too: it is killed
+ * (init's child; a session's own server process, over SSH, stays), and the
+ * script waits for init to start it again with the new key.
  */
 static const char restart_server[] =
-	"if [ -s /run/dropbear.pid ] && [ -p /run/hutch-agent.tick ]; then"
-	" read old </run/dropbear.pid; kill -9 $old; exec 3<>/run/hutch-agent.tick; i=0;"
-	" while [ $i -lt 300 ]; do read n </run/dropbear.pid; if [ \"$n\" != \"$old\" ]; then"
-	" while read -r l; do case \"$l\" in *':0016 00000000:0000 0A '*) break 2;; esac; done </proc/net/tcp; fi;"
-	" read -t 0.01 n <&3; i=$((i+1)); done;"
-	" else"
-	" l() { for p in $(pidof dropbear); do [ \"$(cut -d' ' -f4 /proc/$p/stat)\" = 1 ] && echo $p; done; };"
-	" old=$(l); [ -n \"$old\" ] && kill -9 $old;"
+	"[ -e /etc/hutch/ssh-per-connection ] ||"
+	" { l() { for p in $(pidof dropbear sshd); do [ \"$(cut -d' ' -f4 /proc/$p/stat)\" = 1 ] && echo $p; done; };"
+	" old=$(l); [ -z \"$old\" ] || { kill -9 $old;"
 	" i=0; while [ $i -lt 200 ]; do n=$(l); [ -n \"$n\" ] && [ \"$n\" != \"$old\" ] && break;"
-	" usleep 10000; i=$((i+1)); done;"
-	" fi;";
+	" usleep 10000; i=$((i+1)); done; }; };";
 static const char key_by_dropbearkey[] =
 	"rm -f /etc/dropbear/*_host_key; dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1 || exit 4;";
 
