@@ -901,34 +901,40 @@ void vm_sleep_forget(struct vmd *d, struct vm *vm)
 
 /* ---- recovery at start-up --------------------------------------------------- */
 
+/* Kills every QEMU of VM's, found by its command line (its pid file may
+ * not exist yet), and waits until each is gone. */
+void vm_kill_leftover_qemus(struct vmd *d, struct vm *vm, const char *why)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *de;
+
+	while (proc && (de = readdir(proc))) {
+		pid_t pid = (pid_t)atoi(de->d_name);
+
+		if (pid <= 0 || !vm_qemu_is_ours(d, vm, pid))
+			continue;
+		log_info("VM %s: %s; stopping its leftover QEMU (pid %d)", vm->name, why, pid);
+		kill(pid, SIGKILL);
+		for (int i = 0; i < 500 && kill(pid, 0) == 0; i++) {
+			struct timespec ts = { 0, 10 * 1000 * 1000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (proc)
+		closedir(proc);
+}
+
 void vm_sleep_recover(struct vmd *d, struct vm *vm)
 {
 	char err[ERRSZ] = "", status[32] = "", path[VMD_PATH_MAX];
 	struct qmp *q = NULL;
-	pid_t pid = 0;
 
 	/* Images of a generation that never got into the record, or of one
 	 * replaced when hutch-vmd was killed before removing it, are garbage. */
 	sweep_gens(d, vm, vm->hib_gen);
 	if (vm->tier == TIER_HIBERNATED) {
-		/* A QEMU still there was quitting, or resuming but never ran the
-		 * guest. Found by its command line: its pid file may not exist yet. */
-		DIR *proc = opendir("/proc");
-		struct dirent *de;
-
-		while (proc && (de = readdir(proc))) {
-			pid = (pid_t)atoi(de->d_name);
-			if (pid <= 0 || !vm_qemu_is_ours(d, vm, pid))
-				continue;
-			log_info("VM %s: hibernated; stopping its leftover QEMU (pid %d)", vm->name, pid);
-			kill(pid, SIGKILL);
-			for (int i = 0; i < 500 && kill(pid, 0) == 0; i++) {
-				struct timespec ts = { 0, 10 * 1000 * 1000 };
-				nanosleep(&ts, NULL);
-			}
-		}
-		if (proc)
-			closedir(proc);
+		/* A QEMU still there was quitting, or resuming but never ran the guest. */
+		vm_kill_leftover_qemus(d, vm, "hibernated");
 		vm->state = VM_STOPPED;
 		vm->pid = 0;
 		unlink_local(d, vm);

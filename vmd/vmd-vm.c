@@ -360,6 +360,10 @@ int vmd_load_all(struct vmd *d)
 		struct vm *vm;
 		int r;
 
+		if (strncmp(de->d_name, ".warm-", 6) == 0 && name_is_valid(de->d_name + 6)) {
+			template_warm_reap(d, de->d_name);
+			continue;
+		}
 		if (de->d_name[0] == '.' || !name_is_valid(de->d_name))
 			continue;
 		r = vm_record_load(d, de->d_name, &vm);

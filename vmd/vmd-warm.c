@@ -308,6 +308,21 @@ out:
 	return r;
 }
 
+void template_warm_reap(struct vmd *d, const char *dir)
+{
+	char path[VMD_PATH_MAX];
+	struct vm *vm = vm_new();
+
+	if (!vm)
+		return;
+	xsnprintf(vm->name, sizeof vm->name, "%s", dir);
+	/* The template stays cold (its warm state was forgotten first); warm it again. */
+	vm_kill_leftover_qemus(d, vm, "a template warm that did not finish");
+	if (vm_dir(d, dir, NULL, path, sizeof path) == 0)
+		nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	vm_put(d, vm);
+}
+
 int vmd_warm_op(struct vmd *d, int fd, const char *op, json_object *req)
 {
 	char why[256], err[ERRSZ] = "";

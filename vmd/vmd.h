@@ -151,6 +151,7 @@ void vm_sleep_forget(struct vmd *d, struct vm *vm);
 /* At start-up, before the VM is linked: finishes or undoes a hibernate or
  * resume that a killed hutch-vmd left half done. */
 void vm_sleep_recover(struct vmd *d, struct vm *vm);
+void vm_kill_leftover_qemus(struct vmd *d, struct vm *vm, const char *why);
 int vmd_sleep_op(struct vmd *d, int fd, const char *op, json_object *req);
 /* Shared with vmd-warm.c: the migration steps and copies of hibernate/resume. */
 struct qmp;
@@ -184,6 +185,8 @@ void template_warm_annotate(struct vmd *d, const char *name, json_object *t);
 int template_warm_get(struct vmd *d, const char *tmpl, unsigned *cpus, uint64_t *memory, char *disk, size_t disksz);
 /* Removes a template's warm images and files (template rm). */
 void template_warm_forget(struct vmd *d, const char *name);
+/* At start-up: what a hutch-vmd killed during `template warm` left (DIR is .warm-NAME). */
+void template_warm_reap(struct vmd *d, const char *dir);
 /* Starts VM's QEMU from a warm template or a live fork's saved state, and continues its guest. */
 int vm_warm_start(struct vmd *d, struct vm *vm, char *err, size_t errsz);
 /* After the first SSH banner of a warm or live fork: new identity, RNG reseed, clock. */

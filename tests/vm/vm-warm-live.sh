@@ -2,7 +2,8 @@
 # Description: live fork. A counter process in running SRC keeps counting in
 # both SRC and DST after `vm fork SRC DST --live`, separately (a reset in one
 # does not show in the other); DST has its own hostname and machine-id, and
-# SRC kept its own.
+# SRC kept its own. A hutch-vmd killed during `template warm` leaves nothing
+# running once it is back.
 . "$(dirname "$0")/../functions.sh"
 . "$(dirname "$0")/vm-functions.sh"
 
@@ -43,4 +44,19 @@ d3=$(hutch vm ssh dst cat /tmp/count)
 [ "$d3" -gt "$d2" ] && [ "$d3" -lt 1000000 ] || fail "dst's counter is not its own ($d2 -> $d3)"
 assert_eq "$(hutch vm ssh src cat /tmp/count)" 1000000 "src's count after stopping its counter"
 echo "counts: before $c0; after: src $s2, dst $d1 -> $d2 -> $d3"
+
+# hutch-vmd killed during `template warm`: the next one stops the hidden
+# QEMU it left and removes its directory; the template stays cold.
+hutch template warm default >/dev/null 2>&1 &
+warm_cli=$!
+wait_for 60 test -s "$HUTCH_HOME/vms/.warm-default/run/qemu.pid" || fail "template warm started no QEMU"
+hidden=$(cat "$HUTCH_HOME/vms/.warm-default/run/qemu.pid")
+kill -9 "$VMD_PID"; wait "$VMD_PID" 2>/dev/null; wait "$warm_cli" 2>/dev/null
+kill -0 "$hidden" || fail "the hidden QEMU died with hutch-vmd (nothing left to test)"
+start_vmd
+gone() { [ ! -e "/proc/$1" ] || grep -q ') Z ' "/proc/$1/stat" 2>/dev/null; }
+wait_for 10 gone "$hidden" || fail "the hidden QEMU of a killed template warm still runs"
+[ -e "$HUTCH_HOME/vms/.warm-default" ] && fail "the hidden VM's directory is still there"
+hutch template list | grep -Eq '^default .* no ' || { hutch template list >&2; fail "default is not cold"; }
+grep -q "a template warm that did not finish" "$HUTCH_HOME/vmd.log" || fail "no log line for the leftover"
 exit 0
