@@ -84,7 +84,9 @@ static int agent_run_locked(struct vm *vm, const char *script, char *out, size_t
 	n = xsnprintf(cmd, sizeof cmd, "( %s ) </dev/null 2>&1; echo \"%s$?\"\n", script, mark);
 	if ((size_t)n >= sizeof cmd)
 		return -E2BIG;
-	if ((n = write_all(vm->agent_fd, cmd, (size_t)n)) < 0)
+	n = write_all(vm->agent_fd, cmd, (size_t)n);
+	explicit_bzero(cmd, sizeof cmd);	/* it may carry a secret (a fork's host key) */
+	if (n < 0)
 		return n;
 	for (;;) {
 		struct pollfd p = { .fd = vm->agent_fd, .events = POLLIN };

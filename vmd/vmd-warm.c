@@ -110,7 +110,6 @@ static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *
 	return remove(path) < 0 ? 0 : 0;
 }
 
-/* Stops the guest and saves its device state into STATE (RAM stays in its file). */
 /* ---- template warm ---------------------------------------------------------- */
 
 void template_warm_annotate(struct vmd *d, const char *name, json_object *t)
@@ -521,6 +520,9 @@ int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		  agent ? key : key_by_dropbearkey, restart_server);
 	if (agent) {
 		r = vm_agent_run(vm, script, out, sizeof out, 30000);
+		/* The script carried the private host key. */
+		OPENSSL_cleanse(key, sizeof key);
+		OPENSSL_cleanse(script, sizeof script);
 		if (r != 0 || !strstr(out, "hutch-reidentified")) {
 			out[strcspn(out, "\n")] = '\0';
 			xsnprintf(err, errsz, "VM '%s' could not be given its own identity after the fork "
