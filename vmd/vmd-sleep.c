@@ -133,6 +133,49 @@ int run_cmd(char *const argv[], char *out, size_t outsz, unsigned timeout_ms)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+pid_t guest_ssh_start(struct vmd *d, struct vm *vm, const char *known_hosts, unsigned connect_timeout_s,
+		      const char *command, int in_fd, bool merge_err, int *out_fd)
+{
+	char port[16], kh[VMD_PATH_MAX + 32], ct[32];
+	int out[2];
+	pid_t pid;
+
+	pthread_mutex_lock(&d->lock);
+	xsnprintf(port, sizeof port, "%u", vm->ssh_port);
+	pthread_mutex_unlock(&d->lock);
+	xsnprintf(kh, sizeof kh, "UserKnownHostsFile=%s", known_hosts ? known_hosts : "/dev/null");
+	xsnprintf(ct, sizeof ct, "ConnectTimeout=%u", connect_timeout_s);
+	char *argv[] = { (char *)"ssh", (char *)"-q", (char *)"-i", d->admin_key, (char *)"-p", port,
+			 (char *)"-o", kh,
+			 (char *)"-o", (char *)(known_hosts ? "StrictHostKeyChecking=accept-new"
+							    : "StrictHostKeyChecking=no"),
+			 (char *)"-o", (char *)"IdentitiesOnly=yes", (char *)"-o", (char *)"BatchMode=yes",
+			 (char *)"-o", ct, (char *)"-o", (char *)"LogLevel=ERROR",
+			 (char *)"root@127.0.0.1", (char *)command, NULL };
+	if (pipe2(out, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid == 0) {
+		/* It must not outlive a killed hutch-vmd. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(in_fd, 0);
+		dup2(out[1], 1);
+		if (merge_err)
+			dup2(out[1], 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(out[1]);
+	if (pid < 0) {
+		int r = -errno;
+
+		close(out[0]);
+		return r;
+	}
+	*out_fd = out[0];
+	return pid;
+}
+
 void vmd_helper_path(const char *name, char *buf, size_t sz)
 {
 	char exe[VMD_PATH_MAX];
@@ -485,8 +528,8 @@ static void unlink_local(struct vmd *d, struct vm *vm)
  */
 static int set_guest_clock(struct vmd *d, struct vm *vm)
 {
-	char port[16], kh[VMD_PATH_MAX + 32], khf[VMD_PATH_MAX];
-	int in[2], out[2], status;
+	char khf[VMD_PATH_MAX];
+	int in[2], outfd = -1, status;
 	pid_t pid;
 
 	if (vm->agent_fd >= 0) {
@@ -503,34 +546,12 @@ static int set_guest_clock(struct vmd *d, struct vm *vm)
 
 	if (vm_dir(d, vm->name, "known_hosts", khf, sizeof khf) < 0)
 		return -ENAMETOOLONG;
-	pthread_mutex_lock(&d->lock);
-	xsnprintf(port, sizeof port, "%u", vm->ssh_port);
-	pthread_mutex_unlock(&d->lock);
-	xsnprintf(kh, sizeof kh, "UserKnownHostsFile=%s", khf);
-	char *argv[] = { (char *)"ssh", (char *)"-q", (char *)"-i", d->admin_key, (char *)"-p", port,
-			 (char *)"-o", kh, (char *)"-o", (char *)"StrictHostKeyChecking=accept-new",
-			 (char *)"-o", (char *)"IdentitiesOnly=yes", (char *)"-o", (char *)"BatchMode=yes",
-			 (char *)"-o", (char *)"ConnectTimeout=20", (char *)"-o", (char *)"LogLevel=ERROR",
-			 (char *)"root@127.0.0.1",
-			 (char *)"echo ready; read t; date -u -s \"@$t\" >/dev/null && echo set", NULL };
 	if (pipe2(in, O_CLOEXEC) < 0)
 		return -errno;
-	if (pipe2(out, O_CLOEXEC) < 0) {
-		close(in[0]);
-		close(in[1]);
-		return -errno;
-	}
-	pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
+	pid = guest_ssh_start(d, vm, khf, 20, "echo ready; read t; date -u -s \"@$t\" >/dev/null && echo set",
+			      in[0], false, &outfd);
 	close(in[0]);
-	close(out[1]);
-	FILE *f = pid > 0 ? fdopen(out[0], "r") : NULL;
+	FILE *f = pid > 0 ? fdopen(outfd, "r") : NULL;
 	char line[64] = "";
 	int r = -EIO;
 
@@ -547,8 +568,8 @@ static int set_guest_clock(struct vmd *d, struct vm *vm)
 	close(in[1]);
 	if (f)
 		fclose(f);
-	else
-		close(out[0]);
+	else if (pid > 0)
+		close(outfd);
 	if (pid > 0)
 		waitpid(pid, &status, 0);
 	return r;

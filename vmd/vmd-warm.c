@@ -466,10 +466,10 @@ static const char key_by_dropbearkey[] =
 
 int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 {
-	char helper[VMD_PATH_MAX], port[16], script[3072], hex[129], out[1024] = "", key[512], reseed[384];
+	char helper[VMD_PATH_MAX], script[3072], hex[129], out[1024] = "", key[512], reseed[384];
 	unsigned char rnd[64];
 	struct timespec ts;
-	int in[2], outp[2], status = 0, r;
+	int outfd = -1, status = 0, r;
 	pid_t pid;
 	uint64_t t0 = now_ns();
 	bool agent = vm->agent_fd >= 0;
@@ -531,45 +531,19 @@ int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 		}
 		goto done;
 	}
-	pthread_mutex_lock(&d->lock);
-	xsnprintf(port, sizeof port, "%u", vm->ssh_port);
-	pthread_mutex_unlock(&d->lock);
-	char *argv[] = { (char *)"ssh", (char *)"-q", (char *)"-i", d->admin_key, (char *)"-p", port,
-			 (char *)"-o", (char *)"UserKnownHostsFile=/dev/null",
-			 (char *)"-o", (char *)"StrictHostKeyChecking=no",
-			 (char *)"-o", (char *)"IdentitiesOnly=yes", (char *)"-o", (char *)"BatchMode=yes",
-			 (char *)"-o", (char *)"ConnectTimeout=30", (char *)"-o", (char *)"LogLevel=ERROR",
-			 (char *)"root@127.0.0.1", script, NULL };
-	if (pipe2(outp, O_CLOEXEC) < 0)
-		return -errno;
-	if (pipe2(in, O_CLOEXEC) < 0) {
-		close(outp[0]);
-		close(outp[1]);
-		return -errno;
-	}
-	pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(hfd, 0);
-		dup2(outp[1], 1);
-		dup2(outp[1], 2);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(in[0]);
-	close(in[1]);
-	close(outp[1]);
+	/* No known hosts: the host key is about to change. */
+	pid = guest_ssh_start(d, vm, NULL, 30, script, hfd, true, &outfd);
+	if (pid < 0)
+		return pid;
 	size_t len = 0;
 	for (;;) {
-		ssize_t n = pid > 0 ? read(outp[0], out + len, sizeof out - 1 - len) : 0;
+		ssize_t n = read(outfd, out + len, sizeof out - 1 - len);
 
 		if (n <= 0 || (len += (size_t)n) >= sizeof out - 1)
 			break;
 	}
 	out[len] = '\0';
-	close(outp[0]);
-	if (pid < 0)
-		return -errno;
+	close(outfd);
 	waitpid(pid, &status, 0);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !strstr(out, "hutch-reidentified")) {
 		out[strcspn(out, "\n")] = '\0';

@@ -156,6 +156,12 @@ int vmd_sleep_op(struct vmd *d, int fd, const char *op, json_object *req);
 /* Shared with vmd-warm.c: the migration steps and copies of hibernate/resume. */
 struct qmp;
 int run_cmd(char *const argv[], char *out, size_t outsz, unsigned timeout_ms);
+/* Starts COMMAND in VM's guest over SSH with the platform's key. KNOWN_HOSTS:
+ * the file its host key is learnt into, or NULL for none (a fork's key is
+ * about to change). Its stdin is IN_FD; its stdout (and stderr if MERGE_ERR)
+ * come out of *OUT_FD. Returns the ssh process, or -errno. */
+pid_t guest_ssh_start(struct vmd *d, struct vm *vm, const char *known_hosts, unsigned connect_timeout_s,
+		      const char *command, int in_fd, bool merge_err, int *out_fd);
 /* vmd-agent.c: the guest agent on the virtio port org.hutch.agent. */
 int vm_agent_connect(struct vmd *d, struct vm *vm);
 void vm_agent_close(struct vm *vm);
