@@ -72,6 +72,9 @@ static int run_wait(char *const argv[], int outfd, unsigned timeout_ms, uid_t ui
 		fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
+	/* Woken the moment it exits (QEMU's -daemonize parent once the guest is
+	 * set up): a VM's start waits on this. */
+	_cleanup_close_ int pidfd = pidfd_open_(pid);
 	for (;;) {
 		pid_t w = waitpid(pid, &status, WNOHANG);
 
@@ -79,14 +82,17 @@ static int run_wait(char *const argv[], int outfd, unsigned timeout_ms, uid_t ui
 			break;
 		if (w < 0 && errno != EINTR)
 			return -errno;
-		if (now_ns() >= deadline) {
+		uint64_t now = now_ns();
+		if (now >= deadline) {
 			kill(-pid, SIGKILL);
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
 			return -ETIMEDOUT;
 		}
-		struct timespec ts = { 0, 10 * 1000 * 1000 };
-		nanosleep(&ts, NULL);
+		if (pidfd < 0 || pidfd_wait(pidfd, (unsigned)((deadline - now) / 1000000u) + 1) < 0) {
+			struct timespec ts = { 0, 10 * 1000 * 1000 };
+			nanosleep(&ts, NULL);
+		}
 	}
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
@@ -535,7 +541,7 @@ bool vm_qemu_is_ours(struct vmd *d, struct vm *vm, pid_t pid)
 	return memmem(buf, (size_t)n, qmp, strlen(qmp)) != NULL;
 }
 
-int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms)
+int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms, bool per_connection)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
 	unsigned port = 0;
@@ -546,8 +552,11 @@ int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms)
 
 	/* Short waits first: a connection that lost its way during a restart of
 	 * the guest's server is cheaper to replace than to wait out. Longer
-	 * ones later: a guest starved of CPU may take seconds to answer. */
-	int banner_ms = 250;
+	 * ones later: a guest starved of CPU may take seconds to answer. A
+	 * server started per connection (busybox nc execs dropbear) is never
+	 * restarted, and replacing its connection only starts a second one:
+	 * its first banner, a fresh exec in a fresh QEMU, takes 300 ms. */
+	int banner_ms = per_connection ? 4000 : 250;
 
 	while (now_ns() < deadline) {
 		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
@@ -566,7 +575,7 @@ int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms)
 			/* slirp accepts at once; only the guest's server sends a banner. */
 			struct pollfd p = { .fd = fd, .events = POLLIN };
 			char banner[8];
-			int pr = poll(&p, 1, banner_ms);
+			int waited = banner_ms, pr = poll(&p, 1, banner_ms);
 
 			banner_ms = MIN(banner_ms * 2, 4000);
 			if (pr > 0 && read(fd, banner, 4) == 4 && memcmp(banner, "SSH-", 4) == 0) {
@@ -575,8 +584,11 @@ int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms)
 				pthread_mutex_unlock(&d->lock);
 				return 0;
 			}
-			if (pr == 0)
+			if (pr == 0) {
+				log_info("VM %s: no SSH banner on a connection in %d ms; trying a new one",
+					 vm->name, waited);
 				continue;	/* it waited already */
+			}
 		}
 		struct timespec ts = { 0, 100 * 1000 * 1000 };
 		nanosleep(&ts, NULL);

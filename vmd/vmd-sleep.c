@@ -584,7 +584,7 @@ static void *clock_thread(void *arg)
 {
 	struct clock_job *j = arg;
 
-	if ((j->vm->agent_fd >= 0 || vm_wait_ssh(j->d, j->vm, 60000) == 0) && set_guest_clock(j->d, j->vm) == 0)
+	if ((j->vm->agent_fd >= 0 || vm_wait_ssh(j->d, j->vm, 60000, false) == 0) && set_guest_clock(j->d, j->vm) == 0)
 		log_info("VM %s: guest clock set", j->vm->name);
 	else
 		log_warn("VM %s: could not set the guest's clock after its sleep", j->vm->name);

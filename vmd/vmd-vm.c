@@ -175,7 +175,7 @@ static int vm_start_locked(struct vmd *d, struct vm *vm, bool wait, char *err, s
 	 * through the agent the moment it runs, else over SSH once that answers. */
 	if (fork_resume && vm->agent_fd >= 0)
 		r = vm_warm_reidentify(d, vm, err, errsz);
-	else if ((r = vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms)) == 0 && fork_resume)
+	else if ((r = vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms, false)) == 0 && fork_resume)
 		r = vm_warm_reidentify(d, vm, err, errsz);
 	if (fork_resume && r < 0 && r != -ESRCH && r != -ETIMEDOUT)
 		return r;

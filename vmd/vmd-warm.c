@@ -222,7 +222,7 @@ static int warm_locked(struct vmd *d, const char *name, json_object *t, char *er
 		goto out;
 	vm->state = VM_RUNNING;
 	log_info("template %s: warming (QEMU pid %d), waiting for its SSH server", name, vm->pid);
-	if ((r = vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms)) < 0) {
+	if ((r = vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms, false)) < 0) {
 		xsnprintf(err, errsz, "the template's guest did not answer SSH within %u s; see %s/console.log",
 			 d->cfg.vmd.boot_timeout_ms / 1000, vdir);
 		goto out;
@@ -506,16 +506,19 @@ int vm_warm_reidentify(struct vmd *d, struct vm *vm, char *err, size_t errsz)
 			  hex, (long long)ts.tv_sec);
 	/* Names, hex and the MAC are checked or made here: safe in a shell line.
 	 * A guest with the agent has the reseed helper (template build put it
-	 * there); over SSH it comes as the session's input. */
+	 * there); over SSH it comes as the session's input. The new MAC is
+	 * announced (arp_notify: a gratuitous ARP): QEMU's user network keeps
+	 * sending to the template's MAC, which the NIC now drops; without it
+	 * the first SSH connection never got in, only a later one. */
 	xsnprintf(script, sizeof script,
 		  "%s || { echo 'hutch: RNG reseed or clock failed' >&2; exit 3; };"
 		  " echo %s >/proc/sys/kernel/hostname; echo %s >/etc/hostname;"
 		  " printf '127.0.0.1 localhost\\n127.0.1.1 %%s\\n' %s >/etc/hosts;"
 		  " echo %s >/etc/machine-id;"
-		  " ip link set eth0 address %s || { ip link set eth0 down; ip link set eth0 address %s;"
+		  " echo 1 >/proc/sys/net/ipv4/conf/eth0/arp_notify; ip link set eth0 address %s || { ip link set eth0 down; ip link set eth0 address %s;"
 		  " ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2; };"
 		  " %s %s"
-		  " echo hutch-reidentified",
+		  " [ -e /etc/hutch/ssh-per-connection ] && echo hutch-ssh-per-connection; echo hutch-reidentified",
 		  reseed, vm->name, vm->name, vm->name, vm->machine_id, vm->mac, vm->mac,
 		  agent ? key : key_by_dropbearkey, restart_server);
 	if (agent) {
@@ -555,7 +558,7 @@ done:
 	log_info("VM %s re-identified after the fork in %" PRIu64 " ms (%s)", vm->name,
 		 (now_ns() - t0) / 1000000, agent ? "agent" : "SSH");
 	/* The SSH server runs again with the new host key: wait for its banner. */
-	return vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms);
+	return vm_wait_ssh(d, vm, d->cfg.vmd.boot_timeout_ms, strstr(out, "hutch-ssh-per-connection") != NULL);
 }
 
 /* ---- live fork ------------------------------------------------------------------ */

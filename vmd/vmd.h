@@ -123,7 +123,7 @@ void vmd_probe_accel(struct vmd *d, const char *kernel);
  * err has QEMU's own message. */
 int vm_qemu_start(struct vmd *d, struct vm *vm, char *err, size_t errsz);
 /* Waits until the guest's SSH server sends its banner. */
-int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms);
+int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms, bool per_connection);
 /* Waits until pidfd says the process is gone; -ETIMEDOUT otherwise. */
 int pidfd_wait(int pidfd, unsigned timeout_ms);
 /* True when PID is this VM's QEMU (checked through its command line). */

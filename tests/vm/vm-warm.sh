@@ -28,6 +28,8 @@ for n in $names; do
 	# Through the guest agent, not an SSH session.
 	grep "VM $n re-identified after the fork" "$HUTCH_HOME/vmd.log" | grep -q "(agent)" ||
 		{ grep "VM $n " "$HUTCH_HOME/vmd.log" >&2; fail "$n was not re-identified through its agent"; }
+	# Its new MAC was announced: the first connection to its SSH server got in.
+	! grep "VM $n: no SSH banner" "$HUTCH_HOME/vmd.log" || fail "$n's first SSH connection got no answer"
 done
 grep -E "VM w[1-5] (resumed from|re-identified)" "$HUTCH_HOME/vmd.log"
 
@@ -103,9 +105,10 @@ assert_eq "$(hutch vm ssh c1 hostname)" c1 "hostname of a cold VM"
 # A guest without hutch's agent (an imported template): its forks get their
 # identity over SSH instead.
 hutch image export template.default "$HUTCH_HOME/plain.raw" >/dev/null || fail "export the template disk"
+cmdline=$(hutch template list --json | jq -r '.[] | select(.name == "default") | .cmdline')
+[ -n "$cmdline" ] || fail "no kernel command line for template default in template list --json"
 hutch template import plain --disk "$HUTCH_HOME/plain.raw" --kernel "$HUTCH_HOME/templates/default/vmlinuz" \
-	--initrd "$HUTCH_HOME/templates/default/initrd.img" \
-	--cmdline "$(hutch template list --json | jq -r '.templates[] | select(.name == "default") | .cmdline')" \
+	--initrd "$HUTCH_HOME/templates/default/initrd.img" --cmdline "$cmdline" \
 	>/dev/null || fail "template import without the agent"
 rm -f "$HUTCH_HOME/plain.raw"
 hutch template warm plain >/dev/null || fail "template warm plain"
