@@ -86,7 +86,7 @@ static const struct cfg_key store_keys[] = {
 	  "Unflushed chunk data kept in memory (a write-back cache merging partial writes to a chunk); past it, the oldest dirty chunks are stored." },
 	{ "pack_size", CFG_SIZE64, FIELD(store.pack_size), "256M", 1u << 20, 1ull << 40, NULL,
 	  "A pack file is sealed and a new one started once it passes this size." },
-	{ "flush_interval", CFG_MS, FIELD(store.flush_interval_ms), "5s", 10, 3600000, NULL,
+	{ "flush_interval", CFG_MS, FIELD(store.flush_interval_ms), "30s", 10, 3600000, NULL,
 	  "Dirty images are flushed to disk at least this often, even without a client FLUSH." },
 };
 

@@ -403,9 +403,43 @@ static int modify(struct image *img, const void *buf, uint64_t off, uint64_t len
 		r = -EROFS;
 	if (r == 0)
 		r = write_range(img, buf, off, len, pre, pre_first);
+	/* In the page cache before it is acknowledged: a killed hutch-storaged
+	 * replays it at its next start. */
+	if (r == 0)
+		r = wlog_write(img, buf, off, len, pre, pre_first);
+	/* A log as large as the dirty limit: flushing the image starts a new one. */
+	bool log_full = img->wlog_end > img->s->opts.dirty_limit;
 	pthread_rwlock_unlock(&img->lock);
-	if (r == 0 && (flags & IMAGE_FUA))
+	if (r == 0 && ((flags & IMAGE_FUA) || log_full))
 		r = image_flush(img);
+	return r;
+}
+
+int image_replay_write(struct image *img, const uint8_t *buf, uint64_t off, uint64_t len, const struct ref *pre,
+		       uint64_t pre_first)
+{
+	int r;
+
+	/* The refs must still be stored: a log never outlives the chunks it names. */
+	for (uint64_t c = 0; pre && c < (off + len) / img->s->chunk_size - pre_first; c++) {
+		struct idx_ent e;
+
+		if (!ref_is_hole(&pre[c]) && index_lookup(&img->s->index, &pre[c], &e) < 0)
+			return -ENOENT;
+	}
+	pthread_rwlock_wrlock(&img->lock);
+	r = check_range(img, off, len);
+	if (r == 0)
+		r = write_range(img, buf, off, len, pre, pre_first);
+	pthread_rwlock_unlock(&img->lock);
+	return r;
+}
+
+int image_replay_resize(struct image *img, uint64_t size)
+{
+	pthread_rwlock_wrlock(&img->lock);
+	int r = tree_resize(img, size);
+	pthread_rwlock_unlock(&img->lock);
 	return r;
 }
 
@@ -445,7 +479,7 @@ int image_flush(struct image *img)
 {
 	struct store *s = img->s;
 	struct ref root;
-	uint64_t size;
+	uint64_t size, logged = 0;
 	int r = 0;
 
 	/* Flushes of one image are serialised so heads never go backwards;
@@ -462,12 +496,17 @@ int image_flush(struct image *img)
 	} else {
 		r = image_prepare_flush(img, &root);
 		size = img->size;
+		/* Writes from now on are not in this root: a new log file. */
+		if (r == 0)
+			logged = wlog_rotate(img);
 	}
 	pthread_rwlock_unlock(&img->lock);
 	if (r < 0)
 		goto out;
 	/* Chunks first, then the head that points at them. */
 	r = packs_sync(s);
+	if (r == 0 && ref_eq(&root, &img->flushed_root) && size == img->flushed_size)
+		wlog_drop(img, logged);
 	if (r < 0 || (ref_eq(&root, &img->flushed_root) && size == img->flushed_size))
 		goto out;
 
@@ -484,6 +523,7 @@ int image_flush(struct image *img)
 	if (r == 0) {
 		img->flushed_root = root;
 		img->flushed_size = size;
+		wlog_drop(img, logged);
 	}
 out:
 	pthread_mutex_unlock(&img->flush_lock);

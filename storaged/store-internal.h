@@ -235,6 +235,7 @@ struct store {
 	uint32_t npacks;		/* array length */
 	struct pack *active;
 	atomic_bool gc_running;
+	atomic_uint_fast64_t wlog_next;	/* write log file numbers: never reused */
 	pthread_mutex_t gc_lock;	/* one gc or verify at a time */
 	struct pack **zombies;		/* removed packs whose fds stay open until the next gc */
 	size_t nzombies;
@@ -311,6 +312,14 @@ struct image {
 	bool tree_dirty;		/* some node needs writing */
 	struct ref flushed_root;
 	uint64_t flushed_size;
+
+	/* The write log (store-wlog.c): the file being appended, under lock. */
+	int wlog_fd;
+	uint64_t wlog_gen, wlog_end;
+	bool wlog_off;			/* removed or renamed: log nothing more */
+	pthread_mutex_t wlog_lock;	/* the list below */
+	uint64_t *wlog_files;		/* numbers of the files made, not yet removed */
+	size_t wlog_nfiles;
 };
 
 /* Loads the upper levels of a tree from root (leaves stay lazy). */
@@ -347,5 +356,29 @@ uint64_t *refmap_find(struct refmap *m, const struct ref *r);
 int image_prepare_flush(struct image *img, struct ref *root);
 /* Opens an image for the engine's own use (resize, clone). */
 int image_get(struct store *s, const char *name, bool writable, struct image **out);
+/* A logged write or resize applied again (store-wlog.c). */
+int image_replay_write(struct image *img, const uint8_t *buf, uint64_t off, uint64_t len, const struct ref *pre,
+		       uint64_t pre_first);
+int image_replay_resize(struct image *img, uint64_t size);
+
+/* ---- write log (store-wlog.c) ---- */
+
+/* Larger logged writes than any client sends are taken as damage. */
+#define WLOG_MAX_DATA (64u << 20)
+int wlog_init(struct store *s);
+void wlog_image_init(struct image *img);
+void wlog_image_free(struct image *img);
+/* Image write-locked; buf NULL for zeroes; pre as for write_range. */
+int wlog_write(struct image *img, const uint8_t *buf, uint64_t off, uint64_t len, const struct ref *pre,
+	       uint64_t pre_first);
+int wlog_resize(struct image *img, uint64_t size);
+/* Image write-locked: later records go to a new file; returns the last one's number. */
+uint64_t wlog_rotate(struct image *img);
+/* The files up to UPTO are in the committed head: removed. */
+void wlog_drop(struct image *img, uint64_t upto);
+/* The image stops serving: its log is void. Takes the image's lock. */
+void wlog_forget(struct image *img);
+/* At store open, after the heads: what unclean stops left. */
+int wlog_replay(struct store *s);
 
 #endif

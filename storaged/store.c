@@ -289,6 +289,11 @@ int store_open(const char *dir, const struct store_options *opts, struct store *
 	r = heads_replay(s);
 	if (r < 0)
 		goto fail;
+	r = wlog_init(s);
+	if (r == 0)
+		r = wlog_replay(s);
+	if (r < 0)
+		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -298,6 +303,7 @@ fail:
 
 static void image_free(struct image *img)
 {
+	wlog_image_free(img);
 	tree_free(img);
 	pthread_rwlock_destroy(&img->lock);
 	pthread_mutex_destroy(&img->load_lock);
@@ -390,6 +396,7 @@ int image_get(struct store *s, const char *name, bool writable, struct image **o
 	pthread_rwlock_init(&img->lock, NULL);
 	pthread_mutex_init(&img->load_lock, NULL);
 	pthread_mutex_init(&img->flush_lock, NULL);
+	wlog_image_init(img);
 	img->ro = h->ro;
 	img->flushed_root = h->root;
 	img->flushed_size = h->size;
@@ -561,18 +568,40 @@ out:
 	return r;
 }
 
-/* Open images under any of these names stop serving. store.lock held. */
-static void retire_open(struct store *s, const char *name, bool with_snaps)
+/* Open images under any of these names stop serving. store.lock held.
+ * *retired gets them, each opened once more, for retired_forget. */
+static void retire_open(struct store *s, const char *name, bool with_snaps, struct image ***retired, size_t *n)
 {
-	for (struct image *i = s->open_images; i; i = i->next)
-		if (strcmp(i->name, name) == 0 || (with_snaps && is_snapshot_of(i->name, name)))
-			atomic_store(&i->gone, true);
+	for (struct image *i = s->open_images; i; i = i->next) {
+		if (strcmp(i->name, name) != 0 && !(with_snaps && is_snapshot_of(i->name, name)))
+			continue;
+		atomic_store(&i->gone, true);
+		struct image **r = realloc(*retired, (*n + 1) * sizeof *r);
+		if (r) {
+			*retired = r;
+			r[(*n)++] = i;
+			i->opens++;
+		}
+	}
+}
+
+/* What retired images logged is void; their log files go (this takes each
+ * image's lock, so it runs after store.lock is released). */
+static void retired_forget(struct image **retired, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		wlog_forget(retired[i]);
+		image_close(retired[i]);
+	}
+	free(retired);
 }
 
 int store_image_remove(struct store *s, const char *ref)
 {
 	_cleanup_free_ struct head_change *c = NULL;
 	bool snap = strchr(ref, '@') != NULL;
+	struct image **retired = NULL;
+	size_t nretired = 0;
 	unsigned n = 0;
 	int r;
 
@@ -598,15 +627,18 @@ int store_image_remove(struct store *s, const char *ref)
 	}
 	r = heads_commit(s, c, n);
 	if (r == 0)
-		retire_open(s, ref, !snap);
+		retire_open(s, ref, !snap, &retired, &nretired);
 out:
 	pthread_mutex_unlock(&s->lock);
+	retired_forget(retired, nretired);
 	return r;
 }
 
 int store_image_rename(struct store *s, const char *old_name, const char *new_name)
 {
 	_cleanup_free_ struct head_change *c = NULL;
+	struct image **retired = NULL;
+	size_t nretired = 0;
 	unsigned n = 0;
 	int r;
 
@@ -645,10 +677,11 @@ int store_image_rename(struct store *s, const char *old_name, const char *new_na
 			snprintf(c[n].h.parent, sizeof c[n].h.parent, "%s", new_name);
 		n++;
 	}
-	retire_open(s, old_name, true);
+	retire_open(s, old_name, true, &retired, &nretired);
 	r = heads_commit(s, c, n);
 out:
 	pthread_mutex_unlock(&s->lock);
+	retired_forget(retired, nretired);
 	return r;
 }
 
@@ -674,6 +707,8 @@ int store_image_resize(struct store *s, const char *name, uint64_t size)
 	}
 	if (r == 0)
 		r = tree_resize(img, size);
+	if (r == 0)
+		r = wlog_resize(img, size);
 	pthread_rwlock_unlock(&img->lock);
 	if (r == 0)
 		r = image_flush(img);
