@@ -105,6 +105,9 @@ static const struct cfg_key nbd_keys[] = {
 	  "Largest READ or WRITE accepted, in bytes (advertised as the maximum block size)." },
 	{ "max_inflight", CFG_UINT, FIELD(nbd.max_inflight), "64", 1, 4096, NULL,
 	  "Requests in flight per connection before the server stops reading more." },
+	{ "inline_max", CFG_SIZE32, FIELD(nbd.inline_max), "64K", 0, 1u << 30, NULL,
+	  "Data requests up to this size run on the worker that read them, larger ones on executors "
+	  "(0: all but the last of a batch go to executors)." },
 };
 
 static const char *check_accel(const char *value)

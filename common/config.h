@@ -33,6 +33,7 @@ struct hutch_config {
 		unsigned workers;
 		uint32_t max_request;
 		unsigned max_inflight;	/* per connection, then back-pressure */
+		uint32_t inline_max;	/* requests this small run on their worker */
 	} nbd;
 
 	struct {

@@ -63,6 +63,7 @@ struct nbd_conn {
 	const struct nbd_backend *be;
 	uint32_t max_request;
 	unsigned max_inflight;
+	uint32_t inline_max;	/* data requests this small run on the worker */
 	struct ucred peer;
 	enum nbd_conn_state state;
 	const char *why;	/* why the connection is dead or closing */

@@ -243,6 +243,7 @@ static void adopt(struct nbd_worker *w, int fd)
 	if (srv->nexecutors) {
 		lc->c->submit = submit_job;
 		lc->c->submit_opaque = lc;
+		lc->c->inline_max = srv->cfg.inline_max;
 	}
 	lc->next = w->conns;
 	if (w->conns)

@@ -67,6 +67,7 @@ struct nbd_server_config {
 	unsigned workers;		/* 0 = one per CPU */
 	uint32_t max_request;		/* bytes of payload in one request */
 	unsigned max_inflight;		/* replies queued per connection before we stop reading */
+	uint32_t inline_max;		/* smaller data requests are not handed to executors */
 };
 void nbd_server_config_default(struct nbd_server_config *c);
 

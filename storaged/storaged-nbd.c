@@ -156,6 +156,7 @@ int storaged_nbd_start(struct store *s, const struct hutch_config *cfg, const ch
 	nc.workers = cfg->nbd.workers;
 	nc.max_request = cfg->nbd.max_request;
 	nc.max_inflight = cfg->nbd.max_inflight;
+	nc.inline_max = cfg->nbd.inline_max;
 
 	r = hutch_path(acl_path, sizeof(acl_path), home, "nbd-acl");
 	if (r < 0)
