@@ -86,7 +86,7 @@ static int move_record(struct store *s, struct idx_ent *e, void *buf)
 	r = pack_for_append(s, rec_size(h.len), &to);
 	if (r < 0)
 		return r;
-	r = pack_append(to, &h, buf, &off);
+	r = pack_append(to, &h, buf, NULL, &off);
 	if (r < 0)
 		return r;
 	pthread_rwlock_wrlock(&s->index.lock);

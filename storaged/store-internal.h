@@ -80,7 +80,10 @@ void pack_free(struct pack *p);
  * one is full. Caller holds put_lock. */
 int pack_for_append(struct store *s, uint64_t need, struct pack **out);
 /* Appends one record at p->size. On error the pack is cut back to its old size. */
-int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, uint64_t *off);
+/* SUBS: the payload's sub-block checksums (pack_sub_csums), or NULL to compute them. */
+void pack_sub_csums(const struct rec_hdr *h, const void *payload, uint32_t *subs);
+int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, const uint32_t *subs,
+		uint64_t *off);
 /* Reads and checks a record header (and its sub checksums into subs, which holds nsub). */
 int pack_read_hdr(int fd, uint64_t off, struct rec_hdr *h, uint32_t *subs, uint32_t max_subs);
 /* Reads payload bytes [from, from+len) of the record at off, verifying each

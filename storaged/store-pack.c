@@ -116,22 +116,34 @@ void pack_free(struct pack *p)
 	free(p);
 }
 
-int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, uint64_t *off)
+void pack_sub_csums(const struct rec_hdr *h, const void *payload, uint32_t *subs)
 {
-	uint32_t subs[MAX_SUBS];
+	const uint8_t *pl = payload;
+
+	for (uint32_t i = 0; i < h->nsub; i++) {
+		uint32_t n = MIN(SUB_BLOCK, h->len - i * SUB_BLOCK);
+		subs[i] = sub_csum(pl + (uint64_t)i * SUB_BLOCK, n);
+	}
+}
+
+int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, const uint32_t *given_subs,
+		uint64_t *off)
+{
+	uint32_t own[MAX_SUBS];
+	const uint32_t *subs = given_subs;
 	uint8_t hdr[PACK_HDR_SIZE];
 	struct iovec iov[3];
 	uint64_t at = p->size, total;
 	const uint8_t *pl = payload;
 	ssize_t w;
 
-	for (uint32_t i = 0; i < h->nsub; i++) {
-		uint32_t n = MIN(SUB_BLOCK, h->len - i * SUB_BLOCK);
-		subs[i] = sub_csum(pl + (uint64_t)i * SUB_BLOCK, n);
+	if (!subs) {
+		pack_sub_csums(h, payload, own);
+		subs = own;
 	}
 	hdr_encode(h, subs, hdr);
 	iov[0] = (struct iovec){ hdr, PACK_HDR_SIZE };
-	iov[1] = (struct iovec){ subs, 4ull * h->nsub };
+	iov[1] = (struct iovec){ (void *)subs, 4ull * h->nsub };
 	iov[2] = (struct iovec){ (void *)pl, h->len };
 	total = rec_size(h->len);
 
@@ -457,6 +469,11 @@ int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len
 		return 0;
 	}
 	chunk_hash(s->secret, buf, len, &r);
+	/* The record's checksums too, before the lock all writers share. */
+	uint32_t subs[MAX_SUBS];
+	struct rec_hdr h = { .type = (uint8_t)type, .len = len, .h0 = r.h0, .h1 = r.h1,
+			     .nsub = DIV_ROUND_UP(len, SUB_BLOCK) };
+	pack_sub_csums(&h, buf, subs);
 
 	pthread_mutex_lock(&s->put_lock);
 	for (r.slot = 1;; r.slot++) {
@@ -484,12 +501,11 @@ int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len
 		/* A collision, or a damaged copy: store these bytes under the next slot. */
 	}
 
-	struct rec_hdr h = { .type = (uint8_t)type, .len = len, .slot = r.slot, .h0 = r.h0,
-			     .h1 = r.h1, .nsub = DIV_ROUND_UP(len, SUB_BLOCK) };
+	h.slot = r.slot;
 	ret = pack_for_append(s, rec_size(len), &p);
 	if (ret < 0)
 		goto out_unlock;
-	ret = pack_append(p, &h, buf, &off);
+	ret = pack_append(p, &h, buf, subs, &off);
 	if (ret < 0)
 		goto out_unlock;
 	s->appended_since_save += rec_size(len);
