@@ -193,7 +193,6 @@ uint64_t wlog_rotate(struct image *img)
 void wlog_drop(struct image *img, uint64_t upto)
 {
 	char path[4400];
-
 	size_t kept = 0;
 
 	pthread_mutex_lock(&img->wlog_lock);
@@ -426,7 +425,8 @@ int wlog_replay(struct store *s)
 			atomic_store(&s->wlog_next, gen + 1);
 	}
 	closedir(d);
-	qsort(f, n, sizeof *f, file_cmp);
+	if (n)
+		qsort(f, n, sizeof *f, file_cmp);
 	for (size_t i = 0, j; i < n; i = j) {
 		for (j = i + 1; j < n && strcmp(f[j].name, f[i].name) == 0; j++)
 			;
