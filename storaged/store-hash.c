@@ -2,6 +2,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <xxhash.h>
+#ifdef HUTCH_XXH_DISPATCH
+#include <xxh_x86dispatch.h>	/* XXH3_* become their AVX2/AVX-512 dispatching twins */
+#endif
 
 #include "store-internal.h"
 
