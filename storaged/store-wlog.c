@@ -57,9 +57,9 @@ struct wlog_hdr {
 };
 _Static_assert(sizeof(struct wlog_hdr) == 56, "wlog header layout");
 
-static int wlog_path(const struct image *img, uint64_t gen, char *buf, size_t sz)
+static int wlog_path(const struct store *s, const char *name, uint64_t gen, char *buf, size_t sz)
 {
-	int n = snprintf(buf, sz, "%s/" WLOG_DIR "/%s.%016llx", img->s->dir, img->name, (unsigned long long)gen);
+	int n = snprintf(buf, sz, "%s/" WLOG_DIR "/%s.%016llx", s->dir, name, (unsigned long long)gen);
 
 	return n < 0 || (size_t)n >= sz ? -ENAMETOOLONG : 0;
 }
@@ -103,7 +103,7 @@ static int wlog_append(struct image *img, enum wlog_kind kind, const uint8_t *bu
 	if (img->wlog_fd < 0) {
 		char path[4400];
 
-		if (wlog_path(img, img->wlog_gen, path, sizeof path) < 0)
+		if (wlog_path(img->s, img->name, img->wlog_gen, path, sizeof path) < 0)
 			return -ENAMETOOLONG;
 		pthread_mutex_lock(&img->wlog_lock);
 		uint64_t *f = realloc(img->wlog_files, (img->wlog_nfiles + 1) * sizeof *f);
@@ -201,7 +201,8 @@ void wlog_drop(struct image *img, uint64_t upto)
 			img->wlog_files[kept++] = img->wlog_files[i];
 			continue;
 		}
-		if (wlog_path(img, img->wlog_files[i], path, sizeof path) == 0 && unlink(path) < 0 && errno != ENOENT)
+		if (wlog_path(img->s, img->name, img->wlog_files[i], path, sizeof path) == 0 && unlink(path) < 0 &&
+		    errno != ENOENT)
 			log_warn("cannot remove write log %s: %s", path, strerror(errno));
 	}
 	img->wlog_nfiles = kept;
@@ -328,24 +329,28 @@ static int replay_file(struct image *img, int fd, const char *path, unsigned *co
 	return 0;
 }
 
-static void file_path(struct store *s, const struct wlog_file *f, char *buf, size_t sz)
-{
-	snprintf(buf, sz, "%s/" WLOG_DIR "/%s.%016llx", s->dir, f->name, (unsigned long long)f->gen);
-}
-
 /* Kept for a look by hand, never overwritten by the image's next log. */
 static void keep_aside(struct store *s, const struct wlog_file *f, size_t n, int err)
 {
 	char path[4400], kept[4500];
 
 	for (size_t i = 0; i < n; i++) {
-		file_path(s, f + i, path, sizeof path);
+		wlog_path(s, f[i].name, f[i].gen, path, sizeof path);
 		snprintf(kept, sizeof kept, "%s.unreplayed", path);
 		rename(path, kept);
 	}
 	log_error("image %s: its write log could not be replayed (%s); the image is as it was last flushed, "
 		  "the log is kept as %s/" WLOG_DIR "/%s.*.unreplayed; run `hutch store verify`",
 		  f->name, strerror(-err), s->dir, f->name);
+}
+
+static void remove_files(struct store *s, const struct wlog_file *f, size_t n)
+{
+	char path[4400];
+
+	for (size_t i = 0; i < n; i++)
+		if (wlog_path(s, f[i].name, f[i].gen, path, sizeof path) == 0)
+			unlink(path);
 }
 
 /* Replays the files of one image, flushes it, removes them. */
@@ -359,10 +364,7 @@ static void replay_image(struct store *s, const struct wlog_file *f, size_t n)
 
 	if (r == -ENOENT || r == -EROFS) {
 		/* Removed, renamed or made a snapshot before the stop: nothing to apply to. */
-		for (size_t i = 0; i < n; i++) {
-			file_path(s, f + i, path, sizeof path);
-			unlink(path);
-		}
+		remove_files(s, f, n);
 		return;
 	}
 	if (r < 0) {
@@ -370,7 +372,7 @@ static void replay_image(struct store *s, const struct wlog_file *f, size_t n)
 		return;
 	}
 	for (size_t i = 0; r == 0 && i < n; i++) {
-		wlog_path(img, f[i].gen, path, sizeof path);
+		wlog_path(s, f[i].name, f[i].gen, path, sizeof path);
 		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 		r = fd < 0 ? -errno : replay_file(img, fd, path, &count, &bytes);
@@ -378,10 +380,7 @@ static void replay_image(struct store *s, const struct wlog_file *f, size_t n)
 	if (r == 0)
 		r = image_flush(img);
 	if (r == 0) {
-		for (size_t i = 0; i < n; i++) {
-			file_path(s, f + i, path, sizeof path);
-			unlink(path);
-		}
+		remove_files(s, f, n);
 		if (count)
 			log_warn("image %s: %u writes (%llu bytes) after its last flush replayed from its write log "
 				 "(hutch-storaged stopped uncleanly)", img->name, count, (unsigned long long)bytes);
