@@ -34,6 +34,7 @@ struct hutch_config {
 		uint32_t max_request;
 		unsigned max_inflight;	/* per connection, then back-pressure */
 		uint32_t inline_max;	/* requests this small run on their worker */
+		uint32_t send_buffer;	/* SO_SNDBUF of unix connections, 0 = kernel's */
 	} nbd;
 
 	struct {

@@ -14,8 +14,6 @@
 
 /* Queued reply bytes per connection before we stop reading its requests. */
 #define NBD_MAX_OUT_BYTES (64u * 1024 * 1024)
-#define BUF_HDR 4096u		/* keeps data page-aligned */
-#define BUF_CACHE_MAX_CAP (4u * 1024 * 1024)
 
 struct nbd_conn *nbd_conn_new(const struct nbd_backend *be, uint32_t max_request,
 			      unsigned max_inflight, const struct ucred *peer)
@@ -51,44 +49,11 @@ void nbd_conn_free(struct nbd_conn *c)
 		free(o);
 	}
 	nbd_buf_put(c, c->payload);
-	for (unsigned i = 0; i < c->nbuf_cache; i++)
-		free(c->buf_cache[i]);
 	if (c->handle)
 		c->be->close(c->handle);
 	free(c->meta_export);
 	free(c->in);
 	free(c);
-}
-
-void *nbd_buf_get(struct nbd_conn *c, size_t len)
-{
-	size_t cap = 4096;
-	while (cap < len)
-		cap <<= 1;
-	for (unsigned i = 0; i < c->nbuf_cache; i++) {
-		size_t *h = c->buf_cache[i];
-		if (*h >= len) {
-			c->buf_cache[i] = c->buf_cache[--c->nbuf_cache];
-			return (uint8_t *)h + BUF_HDR;
-		}
-	}
-	void *p;
-	if (posix_memalign(&p, 4096, BUF_HDR + cap))
-		return NULL;
-	*(size_t *)p = cap;
-	return (uint8_t *)p + BUF_HDR;
-}
-
-void nbd_buf_put(struct nbd_conn *c, void *data)
-{
-	if (!data)
-		return;
-	size_t *h = (size_t *)((uint8_t *)data - BUF_HDR);
-	if (*h <= BUF_CACHE_MAX_CAP && c->nbuf_cache < ARRAY_SIZE(c->buf_cache)) {
-		c->buf_cache[c->nbuf_cache++] = h;
-		return;
-	}
-	free(h);
 }
 
 struct nbd_out *nbd_out_new(struct nbd_conn *c, size_t data_len)

@@ -59,6 +59,15 @@ struct nbd_job {
 	size_t bytes;		/* counted in c->job_bytes */
 };
 
+/* A worker's spare data buffers (nbd-buf.c). */
+#define NBD_POOL_BUFS 32
+#define NBD_POOL_BYTES (32u * 1024 * 1024)
+struct nbd_buf_pool {
+	void *buf[NBD_POOL_BUFS];
+	unsigned n;
+	size_t bytes, max_bytes;
+};
+
 struct nbd_conn {
 	const struct nbd_backend *be;
 	uint32_t max_request;
@@ -89,9 +98,7 @@ struct nbd_conn {
 	unsigned out_count;
 	size_t out_bytes;
 
-	/* small cache of data buffers (1 MiB reads would otherwise mmap each time) */
-	void *buf_cache[4];
-	unsigned nbuf_cache;
+	struct nbd_buf_pool *pool;	/* the worker's; NULL: plain malloc (the fuzzer) */
 
 	uint64_t requests;
 
@@ -127,6 +134,7 @@ void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o);
 struct nbd_out *nbd_out_new(struct nbd_conn *c, size_t data_len);
 void *nbd_buf_get(struct nbd_conn *c, size_t len);
 void nbd_buf_put(struct nbd_conn *c, void *p);
+void nbd_buf_pool_free(struct nbd_buf_pool *p);
 
 /* big-endian helpers */
 static inline void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v; }
@@ -181,6 +189,7 @@ struct nbd_worker {
 	size_t npending, cap_pending;	/* protected by lock */
 	struct nbd_job *done;		/* protected by lock: jobs back from executors */
 	struct nbd_lconn *conns;	/* owned by the worker thread */
+	struct nbd_buf_pool pool;	/* its connections' spare buffers */
 	unsigned nconns;
 	unsigned accepts_pending;
 	bool stopping;
@@ -195,6 +204,7 @@ struct nbd_server {
 	unsigned nworkers;
 	struct nbd_worker *workers;
 	unsigned next_worker;		/* round-robin; only worker 0 accepts */
+	bool warned_send_buffer;	/* the kernel capped SO_SNDBUF: said once */
 	bool stopping;			/* atomic */
 	uint64_t accepted, dropped, requests, active;	/* atomic */
 

@@ -212,6 +212,27 @@ static void kick(struct nbd_lconn *lc)
 	}
 }
 
+/*
+ * A unix socket's send buffer is what a reply can put in flight before the
+ * worker has to wait for the client to read: with the default (208 KiB) a
+ * 1 MiB read goes out in five sends, each waiting on a wake-up of the
+ * client and then of the worker. The kernel caps it at net.core.wmem_max.
+ */
+static void set_send_buffer(struct nbd_server *srv, int fd)
+{
+	int want = (int)srv->cfg.send_buffer, got = 0;	/* at most 64 MiB: the config checks */
+	socklen_t gl = sizeof(got);
+
+	if (want == 0 || setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want)) < 0)
+		return;
+	/* Linux reports twice what it grants (the other half is its bookkeeping). */
+	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &gl) == 0 && got / 2 < want &&
+	    !__atomic_exchange_n(&srv->warned_send_buffer, true, __ATOMIC_RELAXED))
+		log_warn("nbd: send buffer %d KiB instead of [nbd] send_buffer %d KiB: the kernel caps it at "
+			 "net.core.wmem_max; large reads take more round trips (raise it with sysctl)",
+			 got / 2 / 1024, want / 1024);
+}
+
 static void adopt(struct nbd_worker *w, int fd)
 {
 	struct nbd_server *srv = w->srv;
@@ -223,8 +244,10 @@ static void adopt(struct nbd_worker *w, int fd)
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX) {
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	} else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
-		cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	} else {
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
+			cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+		set_send_buffer(srv, fd);
 	}
 
 	struct nbd_lconn *lc = calloc(1, sizeof(*lc));
@@ -240,6 +263,7 @@ static void adopt(struct nbd_worker *w, int fd)
 	}
 	lc->w = w;
 	lc->fd = fd;
+	lc->c->pool = &w->pool;
 	if (srv->nexecutors) {
 		lc->c->submit = submit_job;
 		lc->c->submit_opaque = lc;

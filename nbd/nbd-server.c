@@ -105,6 +105,7 @@ static void server_free(struct nbd_server *srv)
 		for (size_t j = 0; j < w->npending; j++)
 			close(w->pending_fds[j]);
 		free(w->pending_fds);
+		nbd_buf_pool_free(&w->pool);
 	}
 	for (unsigned i = 0; i < srv->nlisten; i++)
 		close(srv->listen_fd[i]);
@@ -169,6 +170,7 @@ int nbd_server_start(const struct nbd_server_config *cfg, const struct nbd_backe
 		struct nbd_worker *w = &srv->workers[made];
 		w->srv = srv;
 		w->index = made;
+		w->pool.max_bytes = NBD_POOL_BYTES;
 		w->efd = eventfd(0, EFD_CLOEXEC);
 		if (w->efd < 0) {
 			r = -errno;

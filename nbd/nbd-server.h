@@ -68,6 +68,7 @@ struct nbd_server_config {
 	uint32_t max_request;		/* bytes of payload in one request */
 	unsigned max_inflight;		/* replies queued per connection before we stop reading */
 	uint32_t inline_max;		/* smaller data requests are not handed to executors */
+	uint32_t send_buffer;		/* SO_SNDBUF of unix connections; 0 = the kernel's */
 };
 void nbd_server_config_default(struct nbd_server_config *c);
 

@@ -7,7 +7,7 @@ BUILD_PKGS="meson ninja-build pkg-config gcc clang liburing-dev libfuse3-dev lib
 	libxxhash-dev libinih-dev libjson-c-dev libssl-dev"
 RUN_PKGS="fuse3 qemu-utils qemu-system-x86 libnbd-bin e2fsprogs cpio xz-utils
 	openssh-client openssh-server util-linux procps"
-TEST_PKGS="nbdkit fio python3 python3-libnbd jq socat xfsprogs asciinema bc"
+TEST_PKGS="nbdkit fio python3 python3-libnbd jq socat xfsprogs asciinema bc iproute2"
 
 pkgs="$BUILD_PKGS $RUN_PKGS $TEST_PKGS"
 if [ "${1:-}" = "--print" ]; then

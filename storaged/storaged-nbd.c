@@ -157,6 +157,7 @@ int storaged_nbd_start(struct store *s, const struct hutch_config *cfg, const ch
 	nc.max_request = cfg->nbd.max_request;
 	nc.max_inflight = cfg->nbd.max_inflight;
 	nc.inline_max = cfg->nbd.inline_max;
+	nc.send_buffer = cfg->nbd.send_buffer;
 
 	r = hutch_path(acl_path, sizeof(acl_path), home, "nbd-acl");
 	if (r < 0)

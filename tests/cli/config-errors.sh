@@ -57,7 +57,7 @@ assert_eq "$(hutch --json store stats | jq .chunk_size)" 131072 "chunk size from
 
 # Every key of the reference is documented and the reference itself loads.
 ref=$(hutch-storaged --help-config) || fail "--help-config"
-for k in chunk_size dirty_limit pack_size flush_interval log_level tcp_listen workers max_request max_inflight inline_max; do
+for k in chunk_size dirty_limit pack_size flush_interval log_level tcp_listen workers max_request max_inflight inline_max send_buffer; do
 	assert_contains "$ref" "^$k = " "reference lists $k"
 done
 printf '%s\n' "$ref" >"$HUTCH_HOME/ref.conf"

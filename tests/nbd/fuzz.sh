@@ -8,7 +8,7 @@ src="$HUTCH_SRC"
 bin="$HUTCH_HOME/nbd-fuzz"
 clang -std=gnu17 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -I"$src/common" -I"$src/nbd" -I"$HUTCH_BUILD" \
-	"$src"/nbd/nbd-{conn,handshake,request,mem,fuzz}.c -o "$bin" 2>"$HUTCH_HOME/cc.log" ||
+	"$src"/nbd/nbd-{buf,conn,handshake,request,mem,fuzz}.c -o "$bin" 2>"$HUTCH_HOME/cc.log" ||
 	{ cat "$HUTCH_HOME/cc.log" >&2; fail "cannot build the fuzz target"; }
 
 # Seeds: a full negotiation followed by one of each request, so the fuzzer starts deep.
