@@ -555,7 +555,11 @@ int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms, bool per_conn
 	 * ones later: a guest starved of CPU may take seconds to answer. A
 	 * server started per connection (busybox nc execs dropbear) is never
 	 * restarted, and replacing its connection only starts a second one:
-	 * its first banner, a fresh exec in a fresh QEMU, takes 300 ms. */
+	 * its first banner, a fresh exec in a fresh QEMU, takes 300 ms.
+	 * Otherwise at most 1 s: during a boot, a connection made before the
+	 * guest's network is up waits on slirp's SYN retries (seconds), while a
+	 * new one gets through as soon as the server listens. */
+	const int max_ms = per_connection ? 4000 : 1000;
 	int banner_ms = per_connection ? 4000 : 250;
 
 	while (now_ns() < deadline) {
@@ -577,7 +581,7 @@ int vm_wait_ssh(struct vmd *d, struct vm *vm, unsigned timeout_ms, bool per_conn
 			char banner[8];
 			int waited = banner_ms, pr = poll(&p, 1, banner_ms);
 
-			banner_ms = MIN(banner_ms * 2, 4000);
+			banner_ms = MIN(banner_ms * 2, max_ms);
 			if (pr > 0 && read(fd, banner, 4) == 4 && memcmp(banner, "SSH-", 4) == 0) {
 				pthread_mutex_lock(&d->lock);
 				vm->ssh_ready = true;
