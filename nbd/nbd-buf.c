@@ -9,6 +9,7 @@
  * held is bounded per worker, not per connection. Buffers are taken and
  * given back only on the worker thread: no lock.
  */
+#include <limits.h>
 #include <stdlib.h>
 
 #include "nbd-internal.h"
@@ -31,13 +32,19 @@ void *nbd_buf_get(struct nbd_conn *c, size_t len)
 
 	while (cap < len)
 		cap <<= 1;
+	/* The smallest that fits: a 4 KiB request must not take a 1 MiB buffer
+	 * that the next large one then has to allocate again. */
+	unsigned best = UINT_MAX;
 	for (unsigned i = 0; p && i < p->n; i++) {
-		size_t *h = p->buf[i];
-		if (*h >= len) {
-			p->buf[i] = p->buf[--p->n];
-			p->bytes -= *h;
-			return (uint8_t *)h + BUF_HDR;
-		}
+		size_t have = *(size_t *)p->buf[i];
+		if (have >= len && (best == UINT_MAX || have < *(size_t *)p->buf[best]))
+			best = i;
+	}
+	if (best != UINT_MAX) {
+		size_t *h = p->buf[best];
+		p->buf[best] = p->buf[--p->n];
+		p->bytes -= *h;
+		return (uint8_t *)h + BUF_HDR;
 	}
 	void *b;
 	if (posix_memalign(&b, 4096, BUF_HDR + cap))
