@@ -60,7 +60,7 @@ void nbd_buf_put(struct nbd_conn *c, void *data)
 	if (!data)
 		return;
 	size_t *h = (size_t *)((uint8_t *)data - BUF_HDR);
-	if (p && *h <= POOL_MAX_BUF && p->n < NBD_POOL_BUFS && p->bytes + *h <= p->max_bytes) {
+	if (p && *h <= POOL_MAX_BUF && p->n < NBD_POOL_BUFS && p->bytes + *h <= NBD_POOL_BYTES) {
 		p->buf[p->n++] = h;
 		p->bytes += *h;
 		return;

@@ -65,7 +65,7 @@ struct nbd_job {
 struct nbd_buf_pool {
 	void *buf[NBD_POOL_BUFS];
 	unsigned n;
-	size_t bytes, max_bytes;
+	size_t bytes;		/* at most NBD_POOL_BYTES */
 };
 
 struct nbd_conn {

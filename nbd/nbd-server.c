@@ -170,7 +170,6 @@ int nbd_server_start(const struct nbd_server_config *cfg, const struct nbd_backe
 		struct nbd_worker *w = &srv->workers[made];
 		w->srv = srv;
 		w->index = made;
-		w->pool.max_bytes = NBD_POOL_BYTES;
 		w->efd = eventfd(0, EFD_CLOEXEC);
 		if (w->efd < 0) {
 			r = -errno;
