@@ -140,6 +140,7 @@ int store_gc(struct store *s, store_progress_fn fn, void *opaque, struct store_g
 
 	/* Sweep. */
 	pthread_mutex_lock(&s->put_lock);
+	recycled_forget(s);	/* records move, packs go */
 	live = calloc(s->npacks, sizeof *live);
 	buf = malloc(STORE_MAX_CHUNK_SIZE);
 	if (!live || !buf) {

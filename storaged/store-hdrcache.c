@@ -2,7 +2,8 @@
  * A cache of record headers (and their sub-block checksums), so a small
  * read of a chunk read before is one pread of its data instead of two. A
  * record never moves within a pack and pack ids are never reused, so
- * (pack, offset) names one header forever: nothing to invalidate.
+ * (pack, offset) names one header until a recycled record is written over
+ * it (hdr_cache_drop).
  * Direct-mapped, with striped locks.
  */
 #include <pthread.h>
@@ -86,5 +87,19 @@ void hdr_cache_put(struct store *s, const struct idx_ent *e, const uint8_t *hdr,
 	pthread_mutex_lock(&c->lock[i % STRIPES]);
 	c->e[i].key = key;
 	memcpy(c->e[i].hdr, hdr, len);
+	pthread_mutex_unlock(&c->lock[i % STRIPES]);
+}
+
+void hdr_cache_drop(struct store *s, const struct idx_ent *e)
+{
+	struct hdr_cache *c = s->hdr_cache;
+	uint64_t key = key_of(e);
+	unsigned i = slot_of(key);
+
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock[i % STRIPES]);
+	if (c->e[i].key == key)
+		c->e[i].key = 0;
 	pthread_mutex_unlock(&c->lock[i % STRIPES]);
 }

@@ -191,17 +191,21 @@ static int writeback_one(struct image *img, uint64_t c)
 {
 	struct leaf *l = img->leaves[c / NODE_FANOUT];
 	unsigned j = c % NODE_FANOUT;
-	struct ref ref;
+	struct ref ref, old;
 	int r;
 
 	if (!l || !l->dirty[j])
 		return 0;	/* overwritten whole, zeroed or cut by a resize since */
 	r = dirty_fill(img->s, &l->refs[j], l->dirty[j]);
 	if (r == 0)
-		r = chunk_put(img->s, REC_DATA, l->dirty[j], img->s->chunk_size, &ref);
+		r = chunk_put_owned(img->s, l->dirty[j], img->epoch, true, &ref);
 	if (r < 0)
 		return r;
+	old = l->refs[j];
 	l->refs[j] = ref;
+	/* Only an earlier write-out's record can go: no log names it. */
+	if (!ref_eq(&old, &ref))
+		chunk_release(img->s, &old, 1, img->epoch, false);
 	free(l->dirty[j]);
 	l->dirty[j] = NULL;
 	atomic_fetch_sub(&img->s->dirty_bytes, img->s->chunk_size);
@@ -277,11 +281,19 @@ static int image_writeback(struct image *img)
 	return writeback_queue(img, 0, true);
 }
 
+/* The refs a write replaced, for chunk_release once it is logged. Past
+ * RELEASE_MAX (a trim of a whole disk) the rest are left to gc. */
+#define RELEASE_MAX 1024u
+struct replaced {
+	struct ref old[RELEASE_MAX];
+	size_t n;
+};
+
 /* Writes src (NULL = zeroes) into [off, off+len). Image write-locked.
  * pre, when set, holds the refs of the whole chunks from chunk pre_first
- * on, already stored. */
+ * on, already stored. rep, when set, collects the refs of whole chunks replaced. */
 static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint64_t len,
-		       const struct ref *pre, uint64_t pre_first)
+		       const struct ref *pre, uint64_t pre_first, struct replaced *rep)
 {
 	const uint32_t cs = img->s->chunk_size;
 	int r = 0;
@@ -301,7 +313,7 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 			if (src && pre) {
 				ref = pre[c - pre_first];
 			} else if (src) {
-				r = chunk_put(img->s, REC_DATA, src, cs, &ref);
+				r = chunk_put_owned(img->s, src, img->epoch, false, &ref);
 				if (r < 0)
 					return r;
 			}
@@ -310,6 +322,8 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 				l->dirty[j] = NULL;
 				atomic_fetch_sub(&img->s->dirty_bytes, cs);
 			}
+			if (rep && rep->n < RELEASE_MAX && !ref_is_hole(&l->refs[j]) && !ref_eq(&l->refs[j], &ref))
+				rep->old[rep->n++] = l->refs[j];
 			l->refs[j] = ref;
 			tree_mark_chunk(img, c);
 		} else {
@@ -361,6 +375,7 @@ static int store_whole_chunks(struct image *img, const uint8_t *buf, uint64_t of
 {
 	const uint32_t cs = img->s->chunk_size;
 	uint64_t a = DIV_ROUND_UP(off, cs), b = (off + len) / cs;
+	uint64_t epoch = atomic_load(&img->epoch);	/* an older one only keeps them */
 
 	*pre = NULL;
 	if (b <= a || b - a < 2)
@@ -369,7 +384,7 @@ static int store_whole_chunks(struct image *img, const uint8_t *buf, uint64_t of
 	if (!*pre)
 		return -ENOMEM;
 	for (uint64_t c = a; c < b; c++) {
-		int r = chunk_put(img->s, REC_DATA, buf + (c * cs - off), cs, &(*pre)[c - a]);
+		int r = chunk_put_owned(img->s, buf + (c * cs - off), epoch, false, &(*pre)[c - a]);
 		if (r < 0) {
 			free(*pre);
 			*pre = NULL;
@@ -383,7 +398,8 @@ static int store_whole_chunks(struct image *img, const uint8_t *buf, uint64_t of
 static int modify(struct image *img, const void *buf, uint64_t off, uint64_t len, unsigned flags)
 {
 	_cleanup_free_ struct ref *pre = NULL;
-	uint64_t pre_first = 0;
+	_cleanup_free_ struct replaced *rep = NULL;
+	uint64_t pre_first = 0, epoch = 0;
 	int r;
 
 	/* A look first, so a bad request stores nothing. */
@@ -394,43 +410,80 @@ static int modify(struct image *img, const void *buf, uint64_t off, uint64_t len
 	pthread_rwlock_unlock(&img->lock);
 	if (r == 0 && buf)
 		r = store_whole_chunks(img, buf, off, len, &pre, &pre_first);
+	if (r == 0 && len >= img->s->chunk_size && !(rep = malloc(sizeof *rep)))
+		r = -ENOMEM;
 	if (r < 0)
 		return r;
+	if (rep)
+		rep->n = 0;
 
 	pthread_rwlock_wrlock(&img->lock);
 	r = check_range(img, off, len);	/* a resize may have come in between */
 	if (r == 0 && img->ro)
 		r = -EROFS;
 	if (r == 0)
-		r = write_range(img, buf, off, len, pre, pre_first);
+		r = write_range(img, buf, off, len, pre, pre_first, rep);
 	/* In the page cache before it is acknowledged: a killed hutch-storaged
 	 * replays it at its next start. */
 	if (r == 0)
 		r = wlog_write(img, buf, off, len, pre, pre_first);
+	epoch = img->epoch;
 	/* A log as large as the dirty limit: flushing the image starts a new one. */
 	bool log_full = img->wlog_end > img->s->opts.dirty_limit;
 	pthread_rwlock_unlock(&img->lock);
+	/* Logged: what it replaced of this epoch's own records can go. */
+	if (r == 0 && rep)
+		chunk_release(img->s, rep->old, rep->n, epoch, true);
 	if (r == 0 && ((flags & IMAGE_FUA) || log_full))
 		r = image_flush(img);
 	return r;
 }
 
-int image_replay_write(struct image *img, const uint8_t *buf, uint64_t off, uint64_t len, const struct ref *pre,
-		       uint64_t pre_first)
+/* Marks chunk c as waiting for a whole write (waiting) or as written whole. */
+static int unresolved_set(struct refmap *m, uint64_t c, bool waiting)
 {
-	int r;
+	struct ref key = { c, 0, 1 };
+	bool added;
+	uint64_t *v = waiting ? refmap_get(m, &key, &added) : refmap_find(m, &key);
 
-	/* The refs must still be stored: a log never outlives the chunks it names. */
-	for (uint64_t c = 0; pre && c < (off + len) / img->s->chunk_size - pre_first; c++) {
-		struct idx_ent e;
+	if (waiting && !v)
+		return -ENOMEM;
+	if (v)
+		*v = waiting;
+	return 0;
+}
 
-		if (!ref_is_hole(&pre[c]) && index_lookup(&img->s->index, &pre[c], &e) < 0)
-			return -ENOENT;
+int image_replay_write(struct image *img, const uint8_t *buf, uint64_t off, uint64_t len, const struct ref *pre,
+		       uint64_t pre_first, struct refmap *unresolved)
+{
+	const uint32_t cs = img->s->chunk_size;
+	uint64_t first = DIV_ROUND_UP(off, cs), end = (off + len) / cs;
+	_cleanup_free_ struct ref *refs = NULL;
+	int r = 0;
+
+	/* A ref the store lacks was recycled after a later write stored its
+	 * chunk whole (store-recycle.c): a hole until that write comes. */
+	if (pre && end > pre_first) {
+		refs = malloc((end - pre_first) * sizeof *refs);
+		if (!refs)
+			return -ENOMEM;
+		memcpy(refs, pre, (end - pre_first) * sizeof *refs);
 	}
+	for (uint64_t c = first; r == 0 && c < end; c++) {
+		struct idx_ent e;
+		bool gone = refs && !ref_is_hole(&refs[c - pre_first]) &&
+			    index_lookup(&img->s->index, &refs[c - pre_first], &e) < 0;
+
+		if (gone)
+			memset(&refs[c - pre_first], 0, sizeof *refs);
+		r = unresolved_set(unresolved, c, gone);
+	}
+	if (r < 0)
+		return r;
 	pthread_rwlock_wrlock(&img->lock);
 	r = check_range(img, off, len);
 	if (r == 0)
-		r = write_range(img, buf, off, len, pre, pre_first);
+		r = write_range(img, buf, off, len, refs, pre_first, NULL);
 	pthread_rwlock_unlock(&img->lock);
 	return r;
 }
@@ -496,9 +549,12 @@ int image_flush(struct image *img)
 	} else {
 		r = image_prepare_flush(img, &root);
 		size = img->size;
-		/* Writes from now on are not in this root: a new log file. */
-		if (r == 0)
+		/* Writes from now on are not in this root: a new log file, and
+		 * a new epoch for the records only they hold. */
+		if (r == 0) {
 			logged = wlog_rotate(img);
+			atomic_store(&img->epoch, epoch_next(s));
+		}
 	}
 	pthread_rwlock_unlock(&img->lock);
 	if (r < 0)

@@ -144,6 +144,26 @@ int index_put_locked(struct index *ix, const struct idx_ent *e)
 	return 0;
 }
 
+/* Linear probing without tombstones: the entries after the removed one
+ * that would not be found past the gap move back into it. */
+void index_remove_locked(struct index *ix, struct idx_ent *e)
+{
+	uint64_t mask = ix->cap - 1, gap = (uint64_t)(e - ix->tab);
+
+	for (uint64_t j = (gap + 1) & mask; ix->tab[j].used; j = (j + 1) & mask) {
+		struct ref r = { ix->tab[j].h0, ix->tab[j].h1, ix->tab[j].slot };
+		uint64_t home = mix(&r) & mask;
+
+		/* Stays when its home lies cyclically in (gap, j]. */
+		if (gap < j ? (home > gap && home <= j) : (home > gap || home <= j))
+			continue;
+		memcpy(&ix->tab[gap], &ix->tab[j], sizeof *ix->tab);
+		gap = j;
+	}
+	memset(&ix->tab[gap], 0, sizeof *ix->tab);
+	ix->count--;
+}
+
 int index_filter_locked(struct index *ix, bool (*keep)(void *, struct idx_ent *), void *opaque)
 {
 	return rehash(ix, ix->cap, keep, opaque);
@@ -213,6 +233,13 @@ int index_save(struct store *s)
 	len += 8;
 
 	r = file_replace(s->dir_fd, "index", buf, len, NULL);
+	/* Records the index on disk covers are never written over: after a
+	 * failure either file may be there. */
+	for (uint32_t i = 0; i < s->npacks; i++) {
+		struct pack *pk = s->packs[i];
+		if (pk && !pk->removed)
+			pk->indexed = r < 0 ? MAX(pk->indexed, pk->synced) : pk->synced;
+	}
 	if (r < 0)
 		return r;
 	s->appended_since_save = 0;
@@ -258,8 +285,10 @@ int index_load(struct store *s, uint64_t *covered)
 		uint32_t id = get32(&p);
 		uint64_t cov = get64(&p);
 		struct pack *pk = store_pack(s, id);
-		if (pk)
+		if (pk) {
 			covered[id] = MIN(cov, pk->size);
+			pk->indexed = cov;	/* what the file claims: see recycled_take */
+		}
 	}
 	pthread_rwlock_wrlock(&s->index.lock);
 	for (uint64_t i = 0; i < nent; i++) {

@@ -69,7 +69,9 @@ struct pack {
 	uint32_t id;
 	int fd;
 	uint64_t size;			/* bytes of whole records */
-	uint64_t synced;		/* size at the last fdatasync */
+	uint64_t synced;		/* everything below it is on disk (fdatasync) */
+	uint64_t indexed;		/* what the saved index may cover: never recycled */
+	uint64_t rewrites;		/* records written over (recycled) so far */
 	bool removed;			/* unlinked by gc; fd kept until the next gc */
 };
 
@@ -84,6 +86,9 @@ int pack_for_append(struct store *s, uint64_t need, struct pack **out);
 void pack_sub_csums(const struct rec_hdr *h, const void *payload, uint32_t *subs);
 int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, const uint32_t *subs,
 		uint64_t *off);
+/* Writes one record over a recycled one of the same size at off. */
+int pack_overwrite(struct pack *p, const struct rec_hdr *h, const void *payload, const uint32_t *subs,
+		   uint64_t off);
 /* Reads and checks a record header (and its sub checksums into subs, which holds nsub). */
 int pack_read_hdr(int fd, uint64_t off, struct rec_hdr *h, uint32_t *subs, uint32_t max_subs);
 /* Reads payload bytes [from, from+len) of the record at off, verifying each
@@ -116,10 +121,12 @@ struct idx_ent {
 	uint32_t slot;
 	uint32_t pack;
 	uint64_t off;
+	uint64_t owner;			/* see chunk_put_owned; under put_lock */
 	uint32_t len;
 	uint8_t type;
 	uint8_t used;
 	_Atomic uint8_t gc;		/* GC_MARK | GC_VISIT while gc runs */
+	uint8_t unlogged;		/* stored by a write-out: no write log names it */
 };
 #define GC_MARK 1u	/* used by a write while gc runs */
 #define GC_VISIT 2u	/* reached from a head */
@@ -137,6 +144,8 @@ int index_lookup(struct index *ix, const struct ref *r, struct idx_ent *out);
 /* Caller holds the write lock. Replaces an existing entry with the same key. */
 int index_put_locked(struct index *ix, const struct idx_ent *e);
 struct idx_ent *index_find_locked(struct index *ix, const struct ref *r);
+/* Caller holds the write lock. */
+void index_remove_locked(struct index *ix, struct idx_ent *e);
 /* Keeps only entries for which keep() is true (rehashes). Write lock held by caller. */
 int index_filter_locked(struct index *ix, bool (*keep)(void *, struct idx_ent *), void *opaque);
 int index_save(struct store *s);
@@ -178,6 +187,8 @@ void hdr_cache_init(struct store *s);
 void hdr_cache_free(struct store *s);
 bool hdr_cache_get(struct store *s, const struct idx_ent *e, uint8_t *hdr, size_t len);
 void hdr_cache_put(struct store *s, const struct idx_ent *e, const uint8_t *hdr, size_t len);
+/* A record was written over at e's place. */
+void hdr_cache_drop(struct store *s, const struct idx_ent *e);
 /* Does the reads of n prepared rec_reads, through one of the store's
  * io_urings when one is free; res[k] gets each one's result for rec_read_finish. */
 int rec_read_batch(struct store *s, struct rec_read *rr, unsigned n, int *res);
@@ -250,6 +261,9 @@ struct store {
 	struct hdr_cache *hdr_cache;	/* store-hdrcache.c */
 	_Atomic uint64_t dirty_bytes;
 	uint64_t appended_since_save;	/* bytes added to packs since the index was saved; put_lock */
+	_Atomic uint64_t next_epoch;	/* write epochs of images (store-recycle.c) */
+	struct recycled *recycled;	/* record places free for reuse; put_lock */
+	size_t nrecycled, recycled_head, recycled_cap;
 };
 
 /* Looks a pack up by id without locking: packs are only added to the array
@@ -266,6 +280,11 @@ void store_retire(struct store *s, void *p);
 /* Stores a chunk (dedup with verify-on-match; all-zero data chunks become
  * holes) and returns its ref. */
 int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len, struct ref *out);
+/* The same for a data chunk one image's write stores in its epoch OWNER
+ * (image.epoch; UNLOGGED for a write-out, which no write log names): a new
+ * record stays that image's alone until a dedup hit or the epoch's end, and
+ * may be recycled once the image replaces it (chunk_release). */
+int chunk_put_owned(struct store *s, const void *buf, uint64_t owner, bool unlogged, struct ref *out);
 /* Reads [from, from+len) of a chunk. Holes read as zeroes. */
 int chunk_read(struct store *s, const struct ref *r, uint32_t from, uint32_t len, void *buf);
 /* Up to CHUNK_READ_BATCH chunk reads at once (one io_uring submission). */
@@ -278,6 +297,21 @@ struct chunk_req {
 int chunk_read_many(struct store *s, const struct chunk_req *req, unsigned n);
 /* fdatasync every pack written since its last sync. */
 int packs_sync(struct store *s);
+
+/* ---- recycling records no flushed tree ever named (store-recycle.c) ---- */
+
+/* A new write epoch: flushed trees never hold chunks stored in it. */
+uint64_t epoch_next(struct store *s);
+/* The image replaced OLD (n refs) in its epoch OWNER; BY_LOGGED_WRITE when
+ * the replacement is in the write log already. Each record that image alone
+ * holds, stored in that epoch, and (unless the replacing write is logged)
+ * named by no write log, leaves the index and its place is reused. */
+void chunk_release(struct store *s, const struct ref *old, size_t n, uint64_t owner, bool by_logged_write);
+/* Caller holds put_lock: a place for a new data chunk record, if one is free. */
+struct pack *recycled_take(struct store *s, uint64_t *off);
+/* gc moves and removes packs: the places kept are forgotten. put_lock held. */
+void recycled_forget(struct store *s);
+void recycled_free(struct store *s);
 
 /* ---- map trees (store-map.c) ---- */
 
@@ -315,6 +349,7 @@ struct image {
 	bool tree_dirty;		/* some node needs writing */
 	struct ref flushed_root;
 	uint64_t flushed_size;
+	_Atomic uint64_t epoch;		/* since the last flush; new at each (epoch_next) */
 
 	/* The write log (store-wlog.c): the file being appended, under lock. */
 	int wlog_fd;
@@ -360,8 +395,10 @@ int image_prepare_flush(struct image *img, struct ref *root);
 /* Opens an image for the engine's own use (resize, clone). */
 int image_get(struct store *s, const char *name, bool writable, struct image **out);
 /* A logged write or resize applied again (store-wlog.c). */
+/* UNRESOLVED: chunk indexes whose logged ref was recycled, awaiting a later
+ * whole write of the chunk (store-wlog.c). */
 int image_replay_write(struct image *img, const uint8_t *buf, uint64_t off, uint64_t len, const struct ref *pre,
-		       uint64_t pre_first);
+		       uint64_t pre_first, struct refmap *unresolved);
 int image_replay_resize(struct image *img, uint64_t size);
 
 /* ---- write log (store-wlog.c) ---- */

@@ -126,15 +126,14 @@ void pack_sub_csums(const struct rec_hdr *h, const void *payload, uint32_t *subs
 	}
 }
 
-int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, const uint32_t *given_subs,
-		uint64_t *off)
+/* One pwritev of header, sub checksums and payload at `at`. */
+static int record_write(struct pack *p, const struct rec_hdr *h, const void *payload, const uint32_t *given_subs,
+			uint64_t at)
 {
 	uint32_t own[MAX_SUBS];
 	const uint32_t *subs = given_subs;
 	uint8_t hdr[PACK_HDR_SIZE];
 	struct iovec iov[3];
-	uint64_t at = p->size, total;
-	const uint8_t *pl = payload;
 	ssize_t w;
 
 	if (!subs) {
@@ -144,20 +143,42 @@ int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, co
 	hdr_encode(h, subs, hdr);
 	iov[0] = (struct iovec){ hdr, PACK_HDR_SIZE };
 	iov[1] = (struct iovec){ (void *)subs, 4ull * h->nsub };
-	iov[2] = (struct iovec){ (void *)pl, h->len };
-	total = rec_size(h->len);
-
+	iov[2] = (struct iovec){ (void *)payload, h->len };
 	w = pwritev(p->fd, iov, 3, (off_t)at);
-	if (w < 0 || (uint64_t)w != total) {
-		int err = w < 0 ? -errno : -ENOSPC;
+	if (w < 0 || (uint64_t)w != rec_size(h->len))
+		return w < 0 ? -errno : -ENOSPC;
+	return 0;
+}
+
+int pack_append(struct pack *p, const struct rec_hdr *h, const void *payload, const uint32_t *subs,
+		uint64_t *off)
+{
+	uint64_t at = p->size;
+	int r = record_write(p, h, payload, subs, at);
+
+	if (r < 0) {
 		/* Cut a partial record back so the pack stays a sequence of whole records. */
 		if (ftruncate(p->fd, (off_t)at) < 0)
 			log_warn("pack %08x: cannot cut back a failed append: %s", p->id, strerror(errno));
-		return err;
+		return r;
 	}
-	p->size = at + total;
+	p->size = at + rec_size(h->len);
 	*off = at;
 	return 0;
+}
+
+int pack_overwrite(struct pack *p, const struct rec_hdr *h, const void *payload, const uint32_t *subs,
+		   uint64_t off)
+{
+	/* A failure leaves a damaged record no index entry names: the scan
+	 * at the next start skips it. */
+	int r = record_write(p, h, payload, subs, off);
+
+	/* The next sync must cover it (a flush syncs packs written since),
+	 * and a sync already under way may have missed it. */
+	p->synced = MIN(p->synced, off);
+	p->rewrites++;
+	return r;
 }
 
 int pack_read_hdr(int fd, uint64_t off, struct rec_hdr *h, uint32_t *subs, uint32_t max_subs)
@@ -455,7 +476,8 @@ int pack_for_append(struct store *s, uint64_t need, struct pack **out)
 	return 0;
 }
 
-int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len, struct ref *out)
+static int put(struct store *s, enum rec_type type, const void *buf, uint32_t len, uint64_t owner, bool unlogged,
+	       struct ref *out)
 {
 	_cleanup_free_ uint8_t *cmp = NULL;
 	struct ref r;
@@ -487,6 +509,14 @@ int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len
 			goto out_unlock;
 		}
 		if (chunk_read_full(s, &e, cmp) == 0 && memcmp(cmp, buf, len) == 0) {
+			if (e.owner) {
+				/* Held twice now: never recycled. */
+				pthread_rwlock_wrlock(&s->index.lock);
+				struct idx_ent *ie = index_find_locked(&s->index, &r);
+				if (ie)
+					ie->owner = 0;
+				pthread_rwlock_unlock(&s->index.lock);
+			}
 			if (atomic_load(&s->gc_running)) {
 				pthread_rwlock_rdlock(&s->index.lock);
 				struct idx_ent *ie = index_find_locked(&s->index, &r);
@@ -502,16 +532,21 @@ int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len
 	}
 
 	h.slot = r.slot;
-	ret = pack_for_append(s, rec_size(len), &p);
-	if (ret < 0)
-		goto out_unlock;
-	ret = pack_append(p, &h, buf, subs, &off);
+	if (type == REC_DATA && len == s->chunk_size && (p = recycled_take(s, &off))) {
+		ret = pack_overwrite(p, &h, buf, subs, off);
+		if (ret == 0)
+			hdr_cache_drop(s, &(struct idx_ent){ .pack = p->id, .off = off });
+	} else {
+		ret = pack_for_append(s, rec_size(len), &p);
+		if (ret == 0)
+			ret = pack_append(p, &h, buf, subs, &off);
+	}
 	if (ret < 0)
 		goto out_unlock;
 	s->appended_since_save += rec_size(len);
 
 	e = (struct idx_ent){ .h0 = r.h0, .h1 = r.h1, .slot = r.slot, .pack = p->id, .off = off,
-			      .len = len, .type = (uint8_t)type };
+			      .len = len, .type = (uint8_t)type, .owner = owner, .unlogged = unlogged };
 	e.gc = atomic_load(&s->gc_running) ? GC_MARK : 0;
 	pthread_rwlock_wrlock(&s->index.lock);
 	ret = index_put_locked(&s->index, &e);
@@ -521,6 +556,16 @@ int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len
 out_unlock:
 	pthread_mutex_unlock(&s->put_lock);
 	return ret;
+}
+
+int chunk_put(struct store *s, enum rec_type type, const void *buf, uint32_t len, struct ref *out)
+{
+	return put(s, type, buf, len, 0, false, out);
+}
+
+int chunk_put_owned(struct store *s, const void *buf, uint64_t owner, bool unlogged, struct ref *out)
+{
+	return put(s, REC_DATA, buf, s->chunk_size, owner, unlogged, out);
 }
 
 static void log_bad_chunk(const struct ref *r, int err)
@@ -588,7 +633,7 @@ int chunk_read(struct store *s, const struct ref *r, uint32_t from, uint32_t len
 
 int packs_sync(struct store *s)
 {
-	struct { int fd; uint32_t id; uint64_t size; } todo[64];
+	struct { int fd; uint32_t id; uint64_t size, rewrites; } todo[64];
 	unsigned n;
 	int ret = 0;
 
@@ -602,6 +647,7 @@ int packs_sync(struct store *s)
 			todo[n].fd = dup(p->fd);
 			todo[n].id = i;
 			todo[n].size = p->size;
+			todo[n].rewrites = p->rewrites;
 			if (todo[n].fd < 0) {
 				ret = -errno;
 				break;
@@ -619,7 +665,7 @@ int packs_sync(struct store *s)
 		pthread_mutex_lock(&s->put_lock);
 		for (unsigned i = 0; i < n; i++) {
 			struct pack *p = s->packs[todo[i].id];
-			if (p && p->synced < todo[i].size)
+			if (p && p->synced < todo[i].size && p->rewrites == todo[i].rewrites)
 				p->synced = todo[i].size;
 		}
 		pthread_mutex_unlock(&s->put_lock);

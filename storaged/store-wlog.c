@@ -257,7 +257,8 @@ static uint64_t body_hash(const struct wlog_hdr *h, const uint8_t *body, uint64_
 }
 
 /* Applies one file's records; *count gets how many. Stops at a cut record. */
-static int replay_file(struct image *img, int fd, const char *path, unsigned *count, uint64_t *bytes)
+static int replay_file(struct image *img, int fd, const char *path, struct refmap *unresolved, unsigned *count,
+		       uint64_t *bytes)
 {
 	const uint64_t cs = img->s->chunk_size;
 	struct stat st;
@@ -290,7 +291,7 @@ static int replay_file(struct image *img, int fd, const char *path, unsigned *co
 			/* The whole chunks come as refs, the rest as bytes. */
 			uint64_t npre = h.nrefs, head = npre ? h.pre_first * cs - h.off : h.len;
 			if ((h.kind == WLOG_WRITE && h.len > WLOG_MAX_DATA) || (h.kind == WLOG_WRITE && npre &&
-			    (h.pre_first * cs < h.off || (h.pre_first + npre) * cs > h.off + h.len ||
+			    (h.pre_first != DIV_ROUND_UP(h.off, cs) || h.pre_first + npre != (h.off + h.len) / cs ||
 			     h.data != h.len - npre * cs)) || (h.kind == WLOG_WRITE && !npre && h.data != h.len))
 				break;
 			if (npre && !(pre = calloc(npre, sizeof *pre)))
@@ -312,7 +313,7 @@ static int replay_file(struct image *img, int fd, const char *path, unsigned *co
 				if (npre)
 					memcpy(buf + (h.pre_first + npre) * cs - h.off, data + head, h.data - head);
 			}
-			r = image_replay_write(img, buf, h.off, h.len, pre, h.pre_first);
+			r = image_replay_write(img, buf, h.off, h.len, pre, h.pre_first, unresolved);
 		}
 		if (r < 0) {
 			log_error("write log %s: record at %llu cannot be applied: %s", path, (unsigned long long)at,
@@ -358,6 +359,7 @@ static void replay_image(struct store *s, const struct wlog_file *f, size_t n)
 {
 	char path[4400];
 	struct image *img;
+	struct refmap unresolved;
 	unsigned count = 0;
 	uint64_t bytes = 0;
 	int r = image_get(s, f[0].name, true, &img);
@@ -367,6 +369,8 @@ static void replay_image(struct store *s, const struct wlog_file *f, size_t n)
 		remove_files(s, f, n);
 		return;
 	}
+	if (r == 0 && (r = refmap_init(&unresolved)) < 0)
+		image_close(img);
 	if (r < 0) {
 		keep_aside(s, f, n, r);
 		return;
@@ -375,8 +379,18 @@ static void replay_image(struct store *s, const struct wlog_file *f, size_t n)
 		wlog_path(s, f[i].name, f[i].gen, path, sizeof path);
 		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-		r = fd < 0 ? -errno : replay_file(img, fd, path, &count, &bytes);
+		r = fd < 0 ? -errno : replay_file(img, fd, path, &unresolved, &count, &bytes);
 	}
+	/* A logged chunk missing from the store that no later write replaced:
+	 * damage, not recycling. */
+	for (uint64_t i = 0; r == 0 && i < unresolved.cap; i++) {
+		if (unresolved.tab[i].used && unresolved.tab[i].v) {
+			log_error("image %s: chunk %llu is named by its write log but missing from the store", img->name,
+				  (unsigned long long)unresolved.tab[i].r.h0);
+			r = -ENOENT;
+		}
+	}
+	refmap_free(&unresolved);
 	if (r == 0)
 		r = image_flush(img);
 	if (r == 0) {

@@ -345,6 +345,7 @@ void store_close(struct store *s)
 		index_destroy(&s->index);
 	uring_pool_free(s);
 	hdr_cache_free(s);
+	recycled_free(s);
 	free(s->heads);
 	if (s->heads_fd >= 0)
 		close(s->heads_fd);
@@ -400,6 +401,7 @@ int image_get(struct store *s, const char *name, bool writable, struct image **o
 	img->ro = h->ro;
 	img->flushed_root = h->root;
 	img->flushed_size = h->size;
+	img->epoch = epoch_next(s);
 	r = tree_load(img, &h->root, h->size);
 	if (r < 0) {
 		pthread_mutex_unlock(&s->lock);
@@ -827,6 +829,8 @@ int store_image_clone_range(struct store *s, const char *src, uint64_t src_off, 
 	/* Current refs in the leaves and level 1; the destination's flush syncs them. */
 	struct ref root;
 	r = atomic_load(&si->gone) ? -ESHUTDOWN : si->ro ? 0 : image_prepare_flush(si, &root);
+	/* Its chunks are the destination's too from now on: none is recycled. */
+	atomic_store(&si->epoch, epoch_next(s));
 	sc = src_off / cs;
 	dc = dst_off / cs;
 	for (uint64_t i = 0; r == 0 && i < nchunks;) {
