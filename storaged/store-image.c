@@ -37,19 +37,40 @@ static int check_range(struct image *img, uint64_t off, uint64_t len)
 	return 0;
 }
 
-/* ---- dirty buffers: the chunk's bytes, then a bitmap of the blocks held ---- */
+/* ---- dirty buffers: the chunk's bytes, a bitmap of the blocks held, then who it is ---- */
+
+struct dirty_meta {
+	uint64_t id;		/* new for every buffer: a flush's write-out tells a replaced one */
+	uint64_t seq;		/* image.dirty_seq at its last change */
+	uint64_t mark;		/* queue compaction round that saw it */
+};
 
 static size_t dmap_bytes(uint32_t cs)
 {
 	return (cs / SUB_BLOCK + 7) / 8;
 }
 
-static uint8_t *dirty_new(uint32_t cs, bool whole)
+/* The chunk's bytes and the bitmap: what a write-out copies. */
+static size_t dirty_bytes_of(uint32_t cs)
 {
-	uint8_t *b = malloc(cs + dmap_bytes(cs));
+	return cs + DIV_ROUND_UP(dmap_bytes(cs), 8) * 8;
+}
 
-	if (b)
+static struct dirty_meta *dmeta(uint8_t *b, uint32_t cs)
+{
+	return (struct dirty_meta *)(void *)(b + dirty_bytes_of(cs));
+}
+
+/* Image write-locked. */
+static uint8_t *dirty_new(struct image *img, bool whole)
+{
+	const uint32_t cs = img->s->chunk_size;
+	uint8_t *b = malloc(dirty_bytes_of(cs) + sizeof(struct dirty_meta));
+
+	if (b) {
 		memset(b + cs, whole ? 0xff : 0, dmap_bytes(cs));
+		*dmeta(b, cs) = (struct dirty_meta){ ++img->dirty_ids, ++img->dirty_seq, 0 };
+	}
 	return b;
 }
 
@@ -204,7 +225,7 @@ static int writeback_one(struct image *img, uint64_t c)
 	old = l->refs[j];
 	l->refs[j] = ref;
 	/* Only an earlier write-out's record can go: no log names it. */
-	if (!ref_eq(&old, &ref))
+	if (!ref_eq(&old, &ref) && !img->writing_out)
 		chunk_release(img->s, &old, 1, img->epoch, false);
 	free(l->dirty[j]);
 	l->dirty[j] = NULL;
@@ -332,7 +353,7 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 			uint8_t *b = l->dirty[j];
 
 			if (!b) {
-				b = dirty_new(cs, !blocks);
+				b = dirty_new(img, !blocks);
 				if (!b)
 					return -ENOMEM;
 				r = blocks ? 0 : chunk_read(img->s, &l->refs[j], 0, cs, b);
@@ -353,6 +374,7 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 				memcpy(b + within, src, n);
 			else
 				memset(b + within, 0, n);
+			dmeta(b, cs)->seq = ++img->dirty_seq;
 			for (uint32_t k = within / SUB_BLOCK; blocks && k < (within + n) / SUB_BLOCK; k++)
 				b[cs + k / 8] |= (uint8_t)(1u << (k % 8));
 		}
@@ -427,15 +449,20 @@ static int modify(struct image *img, const void *buf, uint64_t off, uint64_t len
 	 * replays it at its next start. */
 	if (r == 0)
 		r = wlog_write(img, buf, off, len, pre, pre_first);
-	epoch = img->epoch;
+	epoch = img->writing_out ? 0 : img->epoch;	/* 0: nothing is released */
 	/* A log as large as the dirty limit: flushing the image starts a new one. */
 	bool log_full = img->wlog_end > img->s->opts.dirty_limit;
+	/* Durable before the reply; or the log twice that: the flusher falls
+	 * behind, and this writer waits for a flush. */
+	bool flush_now = (flags & IMAGE_FUA) || img->wlog_end > 2 * img->s->opts.dirty_limit;
 	pthread_rwlock_unlock(&img->lock);
 	/* Logged: what it replaced of this epoch's own records can go. */
 	if (r == 0 && rep)
 		chunk_release(img->s, rep->old, rep->n, epoch, true);
-	if (r == 0 && ((flags & IMAGE_FUA) || log_full))
+	if (r == 0 && flush_now)
 		r = image_flush(img);
+	else if (r == 0 && log_full)
+		flusher_request(img);
 	return r;
 }
 
@@ -519,6 +546,138 @@ static bool tree_root_is(struct image *img, const struct ref *r)
 	return ref_eq(img->g.depth ? &img->lv[img->g.depth][0] : &hole, r);
 }
 
+/* ---- a flush's write-out, alongside writers ---- */
+
+/* A dirty chunk being written out: a copy of its buffer taken under the
+ * read lock, filled from its base and stored without a lock. */
+struct writeout {
+	uint64_t c, id, seq;
+	struct ref base, ref;
+	uint8_t *copy;
+};
+
+/* Reads the blocks each copy lacks from its base, straight into place. */
+static int writeout_fill(struct store *s, struct writeout *w, unsigned n)
+{
+	const uint32_t cs = s->chunk_size, blocks = cs / SUB_BLOCK;
+	struct chunk_req req[CHUNK_READ_BATCH];
+	unsigned m = 0;
+	int r = 0;
+
+	for (unsigned k = 0; r == 0 && k < n; k++) {
+		for (uint32_t b = 0, e; r == 0 && b < blocks; b = e) {
+			if (block_held(w[k].copy, cs, b)) {
+				e = b + 1;
+				continue;
+			}
+			for (e = b + 1; e < blocks && !block_held(w[k].copy, cs, e); e++)
+				;
+			req[m++] = (struct chunk_req){ w[k].base, b * SUB_BLOCK, (e - b) * SUB_BLOCK,
+						       w[k].copy + b * SUB_BLOCK };
+			if (m == CHUNK_READ_BATCH) {
+				r = chunk_read_many(s, req, m);
+				m = 0;
+			}
+		}
+	}
+	if (r == 0 && m)
+		r = chunk_read_many(s, req, m);
+	return r;
+}
+
+/* Image write-locked: the stored chunk becomes the chunk's base unless the
+ * chunk was replaced, zeroed or cut since the copy. */
+static void writeout_install(struct image *img, const struct writeout *w)
+{
+	const uint32_t cs = img->s->chunk_size;
+	struct leaf *l = w->c < img->g.nchunks ? img->leaves[w->c / NODE_FANOUT] : NULL;
+	unsigned j = w->c % NODE_FANOUT;
+	uint8_t *b = l ? l->dirty[j] : NULL;
+	struct ref old;
+
+	if (!b || dmeta(b, cs)->id != w->id)
+		return;	/* the stored chunk is garbage for gc */
+	old = l->refs[j];
+	l->refs[j] = w->ref;
+	tree_mark_chunk(img, w->c);
+	/* Written to since the copy: the buffer stays over the new base,
+	 * whose blocks it lacks are the old base's. */
+	if (dmeta(b, cs)->seq == w->seq) {
+		free(b);
+		l->dirty[j] = NULL;
+		atomic_fetch_sub(&img->s->dirty_bytes, cs);
+	}
+	/* No later batch reads it: a chunk's base is in one chunk only while
+	 * it may be released (a second would be a dedup hit). */
+	if (!ref_eq(&old, &w->ref))
+		chunk_release(img->s, &old, 1, img->epoch, false);
+}
+
+/* Writes out the chunks of list that still have dirty buffers, a batch at
+ * a time: copied under the read lock, filled, hashed and stored with no
+ * lock held, put in under the write lock. */
+static int writeout_concurrent(struct image *img, const uint64_t *list, size_t n)
+{
+	const uint32_t cs = img->s->chunk_size;
+	struct writeout w[CHUNK_READ_BATCH];
+	size_t i = 0;
+	if (!n)
+		return 0;
+	/* Copies for one batch (a FUA write's flush has few chunks). */
+	_cleanup_free_ uint8_t *mem = malloc(MIN(n, (size_t)CHUNK_READ_BATCH) * dirty_bytes_of(cs));
+	int r = mem ? 0 : -ENOMEM;
+
+	while (r == 0 && i < n) {
+		unsigned k = 0;
+
+		pthread_rwlock_rdlock(&img->lock);
+		for (; i < n && k < CHUNK_READ_BATCH; i++) {
+			uint64_t c = list[i];
+			struct leaf *l = c < img->g.nchunks ? img->leaves[c / NODE_FANOUT] : NULL;
+			uint8_t *b = l ? l->dirty[c % NODE_FANOUT] : NULL;
+
+			if (!b)
+				continue;
+			w[k] = (struct writeout){ c, dmeta(b, cs)->id, dmeta(b, cs)->seq, l->refs[c % NODE_FANOUT],
+						  { 0 }, mem + k * dirty_bytes_of(cs) };
+			memcpy(w[k].copy, b, cs + dmap_bytes(cs));
+			k++;
+		}
+		pthread_rwlock_unlock(&img->lock);
+		r = writeout_fill(img->s, w, k);
+		for (unsigned j = 0; r == 0 && j < k; j++)
+			r = chunk_put(img->s, REC_DATA, w[j].copy, cs, &w[j].ref);
+		if (r < 0)
+			break;
+		pthread_rwlock_wrlock(&img->lock);
+		for (unsigned j = 0; j < k; j++)
+			writeout_install(img, &w[j]);
+		pthread_rwlock_unlock(&img->lock);
+	}
+	return r;
+}
+
+/* Image write-locked: the queue keeps each chunk that has a buffer, once. */
+static void dirty_queue_compact(struct image *img)
+{
+	const uint32_t cs = img->s->chunk_size;
+	uint64_t round = ++img->dirty_seq;
+	size_t w = 0;
+
+	for (size_t i = img->dirty_head; i < img->dirty_n; i++) {
+		uint64_t c = img->dirty_q[i];
+		struct leaf *l = c < img->g.nchunks ? img->leaves[c / NODE_FANOUT] : NULL;
+		uint8_t *b = l ? l->dirty[c % NODE_FANOUT] : NULL;
+
+		if (!b || dmeta(b, cs)->mark == round)
+			continue;
+		dmeta(b, cs)->mark = round;
+		img->dirty_q[w++] = c;
+	}
+	img->dirty_head = 0;
+	img->dirty_n = w;
+}
+
 int image_prepare_flush(struct image *img, struct ref *root)
 {
 	int r = image_writeback(img);
@@ -531,31 +690,52 @@ int image_prepare_flush(struct image *img, struct ref *root)
 int image_flush(struct image *img)
 {
 	struct store *s = img->s;
+	_cleanup_free_ uint64_t *list = NULL;
 	struct ref root;
 	uint64_t size, logged = 0;
+	size_t n;
 	int r = 0;
 
-	/* Flushes of one image are serialised so heads never go backwards;
-	 * the image lock is held only while nodes are written, not across
-	 * the syncs, so writers carry on meanwhile. */
+	/* Flushes of one image are serialised so heads never go backwards.
+	 * Writers carry on while dirty chunks are written out and while
+	 * packs and heads are synced: the write lock is held only to start a
+	 * new log and to write the nodes. */
 	pthread_mutex_lock(&img->flush_lock);
 	pthread_rwlock_wrlock(&img->lock);
 	if (atomic_load(&img->gone)) {
+		pthread_rwlock_unlock(&img->lock);
 		r = -ESHUTDOWN;
-	} else if (img->ro || (!img->tree_dirty && img->dirty_head == img->dirty_n &&
-			       img->size == img->flushed_size && tree_root_is(img, &img->flushed_root))) {
+		goto out;
+	}
+	if (img->ro || (!img->tree_dirty && img->dirty_head == img->dirty_n && img->size == img->flushed_size &&
+			tree_root_is(img, &img->flushed_root))) {
 		pthread_rwlock_unlock(&img->lock);
 		goto out;
-	} else {
-		r = image_prepare_flush(img, &root);
-		size = img->size;
-		/* Writes from now on are not in this root: a new log file, and
-		 * a new epoch for the records only they hold. */
-		if (r == 0) {
-			logged = wlog_rotate(img);
-			atomic_store(&img->epoch, epoch_next(s));
-		}
 	}
+	/* What is dirty now goes into this flush's root; later writes go to
+	 * a new log file, replayed over that root after a crash. */
+	n = img->dirty_n - img->dirty_head;
+	list = malloc(MAX(n, (size_t)1) * sizeof *list);
+	if (list) {
+		memcpy(list, img->dirty_q + img->dirty_head, n * sizeof *list);
+		logged = wlog_rotate(img);
+		img->writing_out = true;
+	}
+	pthread_rwlock_unlock(&img->lock);
+	r = list ? writeout_concurrent(img, list, n) : -ENOMEM;
+
+	pthread_rwlock_wrlock(&img->lock);
+	if (r == 0 && atomic_load(&img->gone))
+		r = -ESHUTDOWN;
+	if (r == 0)
+		r = tree_write(img, &root);
+	size = img->size;
+	/* The root holds this epoch's records: a new epoch for the records
+	 * only later writes hold. */
+	if (r == 0)
+		atomic_store(&img->epoch, epoch_next(s));
+	img->writing_out = false;
+	dirty_queue_compact(img);
 	pthread_rwlock_unlock(&img->lock);
 	if (r < 0)
 		goto out;

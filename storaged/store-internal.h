@@ -264,6 +264,12 @@ struct store {
 	_Atomic uint64_t next_epoch;	/* write epochs of images (store-recycle.c) */
 	struct recycled *recycled;	/* record places free for reuse; put_lock */
 	size_t nrecycled, recycled_head, recycled_cap;
+
+	/* store-flusher.c */
+	pthread_t flusher;
+	bool flusher_started, flusher_quit, flusher_pending;	/* flusher_lock */
+	pthread_mutex_t flusher_lock;
+	pthread_cond_t flusher_cond;
 };
 
 /* Looks a pack up by id without locking: packs are only added to the array
@@ -313,6 +319,13 @@ struct pack *recycled_take(struct store *s, uint64_t *off);
 void recycled_forget(struct store *s);
 void recycled_free(struct store *s);
 
+/* ---- background flushes (store-flusher.c) ---- */
+
+int flusher_start(struct store *s);
+void flusher_stop(struct store *s);
+/* Has img flushed soon on the store's flusher thread. */
+void flusher_request(struct image *img);
+
 /* ---- map trees (store-map.c) ---- */
 
 struct leaf {
@@ -346,10 +359,13 @@ struct image {
 	struct leaf **leaves;		/* count[1] entries, NULL until loaded */
 	uint64_t *dirty_q;		/* chunk indexes with dirty buffers, in order */
 	size_t dirty_n, dirty_cap, dirty_head;
+	uint64_t dirty_ids, dirty_seq;	/* numbers of dirty buffers and of their changes */
+	bool writing_out;		/* a flush reads the bases it copied: nothing is released */
 	bool tree_dirty;		/* some node needs writing */
 	struct ref flushed_root;
 	uint64_t flushed_size;
 	_Atomic uint64_t epoch;		/* since the last flush; new at each (epoch_next) */
+	atomic_bool flush_wanted;	/* store-flusher.c */
 
 	/* The write log (store-wlog.c): the file being appended, under lock. */
 	int wlog_fd;

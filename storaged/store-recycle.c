@@ -13,7 +13,9 @@
  * - Flushed trees, snapshots and clones: they were written before the
  *   epoch began (a flush starts a new one), or dedup-hit the record.
  * - Readers: image reads hold the image's read lock, the replacement its
- *   write lock; dedup reads run under put_lock, as does recycling.
+ *   write lock; dedup reads run under put_lock, as does recycling. A
+ *   flush's write-out reads bases with no lock: while it runs, its image
+ *   releases nothing (image.writing_out).
  * - The write log: the record that stored it, when a client wrote that
  *   chunk whole. It is released only once the write replacing it is in the
  *   log too, and replay takes a ref missing from the store as a hole to be

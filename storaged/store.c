@@ -258,6 +258,8 @@ int store_open(const char *dir, const struct store_options *opts, struct store *
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->put_lock, NULL);
 	pthread_mutex_init(&s->gc_lock, NULL);
+	pthread_mutex_init(&s->flusher_lock, NULL);
+	pthread_cond_init(&s->flusher_cond, NULL);
 	s->next_gen = 1;
 
 	s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -292,6 +294,8 @@ int store_open(const char *dir, const struct store_options *opts, struct store *
 	r = wlog_init(s);
 	if (r == 0)
 		r = wlog_replay(s);
+	if (r == 0)
+		r = flusher_start(s);
 	if (r < 0)
 		goto fail;
 	*out = s;
@@ -315,6 +319,7 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	flusher_stop(s);
 	if (s->index.tab) {
 		store_flush_all(s);
 		if (packs_sync(s) == 0) {
@@ -356,6 +361,8 @@ void store_close(struct store *s)
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->put_lock);
 	pthread_mutex_destroy(&s->gc_lock);
+	pthread_mutex_destroy(&s->flusher_lock);
+	pthread_cond_destroy(&s->flusher_cond);
 	free(s);
 }
 
