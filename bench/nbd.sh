@@ -9,8 +9,9 @@
 #
 # fio, nbd engine over the unix socket, QD16, one job: sequential 1 MiB
 # read and write, random 4 KiB read and write. Reads run first, on the
-# imported data. Prints a markdown table of MiB/s and IOPS with hutch's
-# ratio to each peer.
+# imported data; every run starts after a sync, so the kernel's write-back
+# of the run before is not charged to it. Prints a markdown table of MiB/s
+# and IOPS with hutch's ratio to each peer.
 #
 # Usage: bench/nbd.sh
 #   HUTCH_BUILD=DIR   the meson build folder (default: the first build*/ with storaged)
@@ -72,6 +73,9 @@ declare -A mib iops
 for t in "${tests[@]}"; do
 	set -- $t
 	for s in "${servers[@]}"; do
+		# Each run starts with no dirty pages of the one before: the
+		# kernel writing those back would be charged to this server.
+		sync
 		fio --name=b --ioengine=nbd --uri="${uri[$s]}" --rw="$1" --bs="$2" --iodepth=16 \
 			--size="$SIZE" --runtime="$RUNTIME" --time_based --output-format=json \
 			>"$W/fio.json" 2>"$W/fio.err" || { cat "$W/fio.err" >&2; fail "fio $t on $s failed"; }
