@@ -383,14 +383,16 @@ static void replay_image(struct store *s, const struct wlog_file *f, size_t n)
 	}
 	/* A logged chunk missing from the store that no later write replaced:
 	 * damage, not recycling. */
-	for (uint64_t i = 0; r == 0 && i < unresolved.cap; i++) {
-		if (unresolved.tab[i].used && unresolved.tab[i].v) {
-			log_error("image %s: chunk %llu is named by its write log but missing from the store", img->name,
-				  (unsigned long long)unresolved.tab[i].r.h0);
-			r = -ENOENT;
-		}
-	}
+	uint64_t missing = 0, first = 0;
+	for (uint64_t i = 0; r == 0 && i < unresolved.cap; i++)
+		if (unresolved.tab[i].used && unresolved.tab[i].v && !missing++)
+			first = unresolved.tab[i].r.h0;
 	refmap_free(&unresolved);
+	if (missing) {
+		log_error("image %s: its write log names chunks missing from the store (%llu, chunk %llu among them)",
+			  img->name, (unsigned long long)missing, (unsigned long long)first);
+		r = -ENOENT;
+	}
 	if (r == 0)
 		r = image_flush(img);
 	if (r == 0) {
@@ -400,6 +402,9 @@ static void replay_image(struct store *s, const struct wlog_file *f, size_t n)
 				 "(hutch-storaged stopped uncleanly)", img->name, count, (unsigned long long)bytes);
 	} else {
 		keep_aside(s, f, n, r);
+		/* What was applied before the failure must not reach the head
+		 * through the flush of the last close: the image is dropped. */
+		atomic_store(&img->gone, true);
 	}
 	image_close(img);
 }

@@ -100,4 +100,25 @@ ops pass:33 pass:34 f
 same "after rewrites following gc"
 hutch store verify >/dev/null || fail "store verify found damage after gc"
 qemu-img compare -q -f raw -F raw "$HUTCH_HOME/snap.raw" "$(nbd_uri r2)" || fail "the fork changed in the end"
+
+# A logged chunk really missing (its record cut from the pack) and not
+# written whole again later: damage, not recycling. The log is kept aside
+# and the image stays as last flushed.
+stop_storaged
+start_storaged	# no recycled places: the next records go to the end of a pack
+cp "$copy" "$HUTCH_HOME/flushed.raw"
+rm -f "$HUTCH_HOME/ops.out"
+HOLD=1 "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri r)" "$copy" w:1048576:131072:40 >"$HUTCH_HOME/ops.out" 2>&1 &
+holder=$!
+wait_for 60 grep -q applied "$HUTCH_HOME/ops.out" || { cat "$HUTCH_HOME/ops.out" >&2; fail "ops did not apply"; }
+kill9_storaged
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+pack=$(ls "$HUTCH_HOME"/store/packs/*.pack | sort | tail -1)
+truncate -s $(($(stat -c %s "$pack") - 65648)) "$pack"	# one 64 KiB chunk record
+start_storaged
+grep -q "image r: its write log names chunks missing from the store (1, " "$HUTCH_HOME/storaged.log" ||
+	{ cat "$HUTCH_HOME/storaged.log" >&2; fail "the missing chunk is not reported"; }
+ls "$HUTCH_HOME"/store/wlog/r.*.unreplayed >/dev/null 2>&1 || fail "the log was not kept aside"
+cp "$HUTCH_HOME/flushed.raw" "$copy"
+same "after a log naming a missing chunk"
 echo "rewrites recycle their places; flushed, snapshotted and forked data is intact"
