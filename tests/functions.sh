@@ -112,6 +112,32 @@ assert_contains() {
 	printf '%s' "$1" | grep -Eq -- "$2" || fail "$3: '$1' does not match '$2'"
 }
 
+# start_held OUT CMD [ARG]...: runs a client in the background with HOLD=1;
+# it prints 'applied' to OUT once its writes are acknowledged and keeps its
+# connection open (as a guest would) until kill_held.
+held_pids=()
+start_held() {
+	local out=$1
+	shift
+	rm -f "$out"	# no 'applied' left from an earlier client
+	HOLD=1 "$@" >"$out" 2>&1 &
+	held_pids+=($!)
+}
+
+# wait_applied OUT...: waits until each held client has applied its writes.
+wait_applied() {
+	local out
+	for out in "$@"; do
+		wait_for 120 grep -q applied "$out" || { cat "$out" >&2; fail "a held client did not apply its writes ($out)"; }
+	done
+}
+
+kill_held() {
+	kill "${held_pids[@]}" 2>/dev/null
+	wait "${held_pids[@]}" 2>/dev/null
+	held_pids=()
+}
+
 # wait_for SECONDS CMD [ARG]...: poll CMD every 0.1 s until it succeeds.
 wait_for() {
 	local tries=$(($1 * 10)); shift

@@ -62,15 +62,11 @@ wait $b || fail "client 2 failed"
 same "after two clients under constant flushes"
 
 # A kill -9 while two clients hold unflushed writes.
-rm -f "$HUTCH_HOME"/ops.*.out
-HOLD=1 "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri f)" "$copy" 3 0 $((32 << 20)) 800 >"$HUTCH_HOME/ops.1.out" 2>&1 &
-a=$!
-HOLD=1 "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri f)" "$copy" 4 $((32 << 20)) $((64 << 20)) 800 >"$HUTCH_HOME/ops.2.out" 2>&1 &
-b=$!
-wait_for 120 grep -q applied "$HUTCH_HOME/ops.1.out" || { cat "$HUTCH_HOME/ops.1.out" >&2; fail "client 1 did not apply"; }
-wait_for 120 grep -q applied "$HUTCH_HOME/ops.2.out" || { cat "$HUTCH_HOME/ops.2.out" >&2; fail "client 2 did not apply"; }
+start_held "$HUTCH_HOME/ops.1.out" "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri f)" "$copy" 3 0 $((32 << 20)) 800
+start_held "$HUTCH_HOME/ops.2.out" "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri f)" "$copy" 4 $((32 << 20)) $((64 << 20)) 800
+wait_applied "$HUTCH_HOME/ops.1.out" "$HUTCH_HOME/ops.2.out"
 kill9_storaged
-kill $a $b 2>/dev/null; wait $a $b 2>/dev/null
+kill_held
 start_storaged
 same "after kill -9 under constant flushes"
 

@@ -48,14 +48,12 @@ ops() { "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri u)" "$copy" "$@"; }
 # apply_held IMAGE OP...: apply, and keep the connection open (in the background).
 apply_held() {
 	local img=$1; shift
-	rm -f "$HUTCH_HOME/ops.out"
-	HOLD=1 "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri "$img")" "$copy" "$@" >"$HUTCH_HOME/ops.out" 2>&1 &
-	holder=$!
-	wait_for 30 grep -q applied "$HUTCH_HOME/ops.out" || { cat "$HUTCH_HOME/ops.out" >&2; fail "ops did not apply"; }
+	start_held "$HUTCH_HOME/ops.out" "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri "$img")" "$copy" "$@"
+	wait_applied "$HUTCH_HOME/ops.out"
 }
 crash() {
 	kill9_storaged
-	kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+	kill_held
 }
 # hold OP...: apply to u, then kill -9 hutch-storaged with the connection open.
 hold() {

@@ -78,12 +78,11 @@ qemu-img compare -q -f raw -F raw "$HUTCH_HOME/snap.raw" "$(nbd_uri r2)" || fail
 # since; the later whole writes in the same log stand in for them. Partial
 # writes and zeroes in between, whole rewrites after.
 ops f
-HOLD=1 "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri r)" "$copy" pass:20 w:4096:8192:21 w:70000:300000:22 \
-	z:1048576:65536 pass:23 w:2097152:4096:24 pass:25 w:3145728:1048576:26 >"$HUTCH_HOME/ops.out" 2>&1 &
-holder=$!
-wait_for 60 grep -q applied "$HUTCH_HOME/ops.out" || { cat "$HUTCH_HOME/ops.out" >&2; fail "ops did not apply"; }
+start_held "$HUTCH_HOME/ops.out" "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri r)" "$copy" pass:20 w:4096:8192:21 \
+	w:70000:300000:22 z:1048576:65536 pass:23 w:2097152:4096:24 pass:25 w:3145728:1048576:26
+wait_applied "$HUTCH_HOME/ops.out"
 kill9_storaged
-kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+kill_held
 start_storaged
 grep -q "image r: 29 writes .* replayed from its write log" "$HUTCH_HOME/storaged.log" ||
 	{ cat "$HUTCH_HOME/storaged.log" >&2; fail "the replay is not reported"; }
@@ -107,12 +106,10 @@ qemu-img compare -q -f raw -F raw "$HUTCH_HOME/snap.raw" "$(nbd_uri r2)" || fail
 stop_storaged
 start_storaged	# no recycled places: the next records go to the end of a pack
 cp "$copy" "$HUTCH_HOME/flushed.raw"
-rm -f "$HUTCH_HOME/ops.out"
-HOLD=1 "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri r)" "$copy" w:1048576:131072:40 >"$HUTCH_HOME/ops.out" 2>&1 &
-holder=$!
-wait_for 60 grep -q applied "$HUTCH_HOME/ops.out" || { cat "$HUTCH_HOME/ops.out" >&2; fail "ops did not apply"; }
+start_held "$HUTCH_HOME/ops.out" "$PYTHON" "$HUTCH_HOME/ops.py" "$(nbd_uri r)" "$copy" w:1048576:131072:40
+wait_applied "$HUTCH_HOME/ops.out"
 kill9_storaged
-kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+kill_held
 pack=$(ls "$HUTCH_HOME"/store/packs/*.pack | sort | tail -1)
 truncate -s $(($(stat -c %s "$pack") - 65648)) "$pack"	# one 64 KiB chunk record
 start_storaged
