@@ -717,7 +717,8 @@ int image_flush(struct image *img)
 	n = img->dirty_n - img->dirty_head;
 	list = malloc(MAX(n, (size_t)1) * sizeof *list);
 	if (list) {
-		memcpy(list, img->dirty_q + img->dirty_head, n * sizeof *list);
+		if (n)
+			memcpy(list, img->dirty_q + img->dirty_head, n * sizeof *list);
 		logged = wlog_rotate(img);
 		img->writing_out = true;
 	}
