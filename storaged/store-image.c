@@ -88,28 +88,48 @@ static bool dirty_holds(const uint8_t *b, uint32_t cs, uint32_t from, uint32_t l
 	return true;
 }
 
-/* Brings in the blocks the buffer lacks from the stored chunk REF. */
-static int dirty_fill(struct store *s, const struct ref *ref, uint8_t *b)
+/* A buffer and the stored chunk it was started from. */
+struct fill {
+	const struct ref *base;
+	uint8_t *b;
+};
+
+/* Brings in the blocks each buffer lacks from its stored chunk, straight
+ * into place, the reads of all of them in as few submissions as can be
+ * (random reads one by one would wait on the disk for each). */
+static int fill_blocks(struct store *s, const struct fill *f, unsigned n)
 {
 	const uint32_t cs = s->chunk_size, blocks = cs / SUB_BLOCK;
-	uint32_t k = 0;
+	struct chunk_req req[CHUNK_READ_BATCH];
+	unsigned m = 0;
+	int r = 0;
 
-	while (k < blocks) {
-		uint32_t e;
-
-		if (block_held(b, cs, k)) {
-			k++;
-			continue;
+	for (unsigned k = 0; r == 0 && k < n; k++) {
+		for (uint32_t i = 0, e; r == 0 && i < blocks; i = e) {
+			if (block_held(f[k].b, cs, i)) {
+				e = i + 1;
+				continue;
+			}
+			for (e = i + 1; e < blocks && !block_held(f[k].b, cs, e); e++)
+				;
+			req[m++] = (struct chunk_req){ *f[k].base, i * SUB_BLOCK, (e - i) * SUB_BLOCK,
+						       f[k].b + i * SUB_BLOCK };
+			if (m == CHUNK_READ_BATCH) {
+				r = chunk_read_many(s, req, m);
+				m = 0;
+			}
 		}
-		for (e = k + 1; e < blocks && !block_held(b, cs, e); e++)
-			;
-		int r = chunk_read(s, ref, k * SUB_BLOCK, (e - k) * SUB_BLOCK, b + k * SUB_BLOCK);
-		if (r < 0)
-			return r;
-		k = e;
 	}
-	memset(b + cs, 0xff, dmap_bytes(cs));
-	return 0;
+	if (r == 0 && m)
+		r = chunk_read_many(s, req, m);
+	for (unsigned k = 0; r == 0 && k < n; k++)
+		memset(f[k].b + cs, 0xff, dmap_bytes(cs));
+	return r;
+}
+
+static int dirty_fill(struct store *s, const struct ref *ref, uint8_t *b)
+{
+	return fill_blocks(s, &(struct fill){ ref, b }, 1);
 }
 
 /* [from, from+len) of a dirty chunk: its blocks, the stored chunk for the rest. */
@@ -234,45 +254,22 @@ static int writeback_one(struct image *img, uint64_t c)
 	return 0;
 }
 
-/*
- * The stored chunks behind the next queued buffers that lack blocks, read
- * in one submission (random reads one by one would wait on the disk for
- * each), and merged in.
- */
+/* The blocks the next queued buffers lack, read together. */
 static int fill_ahead(struct image *img)
 {
 	const uint32_t cs = img->s->chunk_size;
-	struct chunk_req req[CHUNK_READ_BATCH];
-	uint8_t *into[CHUNK_READ_BATCH];
+	struct fill f[CHUNK_READ_BATCH];
 	unsigned n = 0;
-	int r = 0;
 
 	for (size_t i = img->dirty_head; i < img->dirty_n && n < CHUNK_READ_BATCH; i++) {
 		uint64_t c = img->dirty_q[i];
 		struct leaf *l = img->leaves[c / NODE_FANOUT];
 		uint8_t *b = l ? l->dirty[c % NODE_FANOUT] : NULL;
 
-		if (!b || dirty_holds(b, cs, 0, cs))
-			continue;
-		req[n] = (struct chunk_req){ l->refs[c % NODE_FANOUT], 0, cs, malloc(cs) };
-		into[n] = b;
-		if (!req[n].buf) {
-			r = -ENOMEM;
-			break;
-		}
-		n++;
+		if (b && !dirty_holds(b, cs, 0, cs))
+			f[n++] = (struct fill){ &l->refs[c % NODE_FANOUT], b };
 	}
-	if (r == 0 && n)
-		r = chunk_read_many(img->s, req, n);
-	for (unsigned k = 0; k < n; k++) {
-		for (uint32_t blk = 0; r == 0 && blk < cs / SUB_BLOCK; blk++)
-			if (!block_held(into[k], cs, blk))
-				memcpy(into[k] + blk * SUB_BLOCK, (uint8_t *)req[k].buf + blk * SUB_BLOCK, SUB_BLOCK);
-		if (r == 0)
-			memset(into[k] + cs, 0xff, dmap_bytes(cs));
-		free(req[k].buf);
-	}
-	return r;
+	return fill_blocks(img->s, f, n);
 }
 
 /* Oldest first: all of this image's, or until the store's dirty bytes are
@@ -556,35 +553,6 @@ struct writeout {
 	uint8_t *copy;
 };
 
-/* Reads the blocks each copy lacks from its base, straight into place. */
-static int writeout_fill(struct store *s, struct writeout *w, unsigned n)
-{
-	const uint32_t cs = s->chunk_size, blocks = cs / SUB_BLOCK;
-	struct chunk_req req[CHUNK_READ_BATCH];
-	unsigned m = 0;
-	int r = 0;
-
-	for (unsigned k = 0; r == 0 && k < n; k++) {
-		for (uint32_t b = 0, e; r == 0 && b < blocks; b = e) {
-			if (block_held(w[k].copy, cs, b)) {
-				e = b + 1;
-				continue;
-			}
-			for (e = b + 1; e < blocks && !block_held(w[k].copy, cs, e); e++)
-				;
-			req[m++] = (struct chunk_req){ w[k].base, b * SUB_BLOCK, (e - b) * SUB_BLOCK,
-						       w[k].copy + b * SUB_BLOCK };
-			if (m == CHUNK_READ_BATCH) {
-				r = chunk_read_many(s, req, m);
-				m = 0;
-			}
-		}
-	}
-	if (r == 0 && m)
-		r = chunk_read_many(s, req, m);
-	return r;
-}
-
 /* Image write-locked: the stored chunk becomes the chunk's base unless the
  * chunk was replaced, zeroed or cut since the copy. */
 static void writeout_install(struct image *img, const struct writeout *w)
@@ -644,7 +612,10 @@ static int writeout_concurrent(struct image *img, const uint64_t *list, size_t n
 			k++;
 		}
 		pthread_rwlock_unlock(&img->lock);
-		r = writeout_fill(img->s, w, k);
+		struct fill f[CHUNK_READ_BATCH];
+		for (unsigned j = 0; j < k; j++)
+			f[j] = (struct fill){ &w[j].base, w[j].copy };
+		r = fill_blocks(img->s, f, k);
 		for (unsigned j = 0; r == 0 && j < k; j++)
 			r = chunk_put(img->s, REC_DATA, w[j].copy, cs, &w[j].ref);
 		if (r < 0)
