@@ -509,19 +509,16 @@ static int put(struct store *s, enum rec_type type, const void *buf, uint32_t le
 			goto out_unlock;
 		}
 		if (chunk_read_full(s, &e, cmp) == 0 && memcmp(cmp, buf, len) == 0) {
-			if (e.owner) {
-				/* Held twice now: never recycled. */
+			bool gc = atomic_load(&s->gc_running);
+			if (e.owner || gc) {
+				/* Held twice now: never recycled; and live for a gc under way. */
 				pthread_rwlock_wrlock(&s->index.lock);
 				struct idx_ent *ie = index_find_locked(&s->index, &r);
-				if (ie)
+				if (ie) {
 					ie->owner = 0;
-				pthread_rwlock_unlock(&s->index.lock);
-			}
-			if (atomic_load(&s->gc_running)) {
-				pthread_rwlock_rdlock(&s->index.lock);
-				struct idx_ent *ie = index_find_locked(&s->index, &r);
-				if (ie)
-					atomic_fetch_or(&ie->gc, GC_MARK);
+					if (gc)
+						atomic_fetch_or(&ie->gc, GC_MARK);
+				}
 				pthread_rwlock_unlock(&s->index.lock);
 			}
 			*out = r;
