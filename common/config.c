@@ -83,7 +83,7 @@ static const struct cfg_key store_keys[] = {
 	  "Chunk size of a store created on first start (power of two, 4K..4M). "
 	  "An existing store keeps the size it was created with." },
 	{ "dirty_limit", CFG_SIZE64, FIELD(store.dirty_limit), "1G", 1u << 20, 0, NULL,
-	  "Unflushed chunk data kept in memory (a write-back cache merging partial writes to a chunk); past it, the oldest dirty chunks are stored." },
+	  "Unflushed chunk data held back (a write-back cache merging partial writes to a chunk, 4K blocks in the write log); past it, the oldest dirty chunks are stored." },
 	{ "pack_size", CFG_SIZE64, FIELD(store.pack_size), "256M", 1u << 20, 1ull << 40, NULL,
 	  "A pack file is sealed and a new one started once it passes this size." },
 	{ "flush_interval", CFG_MS, FIELD(store.flush_interval_ms), "30s", 10, 3600000, NULL,

@@ -12,6 +12,14 @@
  * in the same allocation), and the stored chunk is read for the others
  * only when something needs them: a read of such a block, an unaligned
  * write, the write-out. So random 4 KiB writes read nothing.
+ *
+ * Nor need it hold the bytes of those blocks: they are in the write log
+ * already (store-wlog.c), in the page cache, so the buffer keeps where
+ * they are and its own pages stay untouched (random writes would
+ * otherwise fill a second copy of every chunk they touch). A buffer is
+ * settled, its log blocks read into it, before anything changes its bytes
+ * in place; a flush's write-out reads them itself, and what of the file
+ * before its buffers still name is in the chunks it stored.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -43,7 +51,15 @@ struct dirty_meta {
 	uint64_t id;		/* new for every buffer: a flush's write-out tells a replaced one */
 	uint64_t seq;		/* image.dirty_seq at its last change */
 	uint64_t mark;		/* queue compaction round that saw it */
+	uint64_t nlog;		/* blocks held in the write log rather than here */
+	uint64_t at[];		/* per block: where in the log, 0 for none (log_at) */
 };
+
+/* A block in the log: the file's tag (wlog_tag) in the top bit, then the
+ * offset, never 0 (a record starts with its header). */
+static uint64_t log_at(unsigned tag, uint64_t off) { return (uint64_t)tag << 63 | off; }
+static uint64_t log_off(uint64_t at) { return at & ~(1ull << 63); }
+static unsigned log_tag(uint64_t at) { return (unsigned)(at >> 63); }
 
 static size_t dmap_bytes(uint32_t cs)
 {
@@ -61,17 +77,54 @@ static struct dirty_meta *dmeta(uint8_t *b, uint32_t cs)
 	return (struct dirty_meta *)(void *)(b + dirty_bytes_of(cs));
 }
 
+static size_t dlog_bytes(uint32_t cs)
+{
+	return cs / SUB_BLOCK * sizeof(uint64_t);
+}
+
 /* Image write-locked. */
 static uint8_t *dirty_new(struct image *img, bool whole)
 {
 	const uint32_t cs = img->s->chunk_size;
-	uint8_t *b = malloc(dirty_bytes_of(cs) + sizeof(struct dirty_meta));
+	uint8_t *b = malloc(dirty_bytes_of(cs) + sizeof(struct dirty_meta) + dlog_bytes(cs));
 
 	if (b) {
 		memset(b + cs, whole ? 0xff : 0, dmap_bytes(cs));
-		*dmeta(b, cs) = (struct dirty_meta){ ++img->dirty_ids, ++img->dirty_seq, 0 };
+		*dmeta(b, cs) = (struct dirty_meta){ .id = ++img->dirty_ids, .seq = ++img->dirty_seq };
+		memset(dmeta(b, cs)->at, 0, dlog_bytes(cs));
 	}
 	return b;
+}
+
+/* Reads n bytes at off of a log file, all of them or an error. */
+static int log_pread(int fd, void *dst, size_t n, uint64_t off)
+{
+	ssize_t got = fd < 0 ? -1 : pread(fd, dst, n, (off_t)off);
+
+	if (got < 0)
+		return fd < 0 ? -EIO : -errno;
+	return (size_t)got == n ? 0 : -EIO;
+}
+
+/* Image write-locked: the buffer's log blocks (only_prev: those in the
+ * file before) read into it, before its bytes change or the file goes. */
+static int dirty_settle(struct image *img, uint8_t *b, bool only_prev)
+{
+	const uint32_t cs = img->s->chunk_size;
+	struct dirty_meta *m = dmeta(b, cs);
+
+	for (uint32_t k = 0; m->nlog && k < cs / SUB_BLOCK; k++) {
+		if (!m->at[k] || (only_prev && log_tag(m->at[k]) == wlog_tag(img)))
+			continue;
+		int r = log_pread(wlog_fd_of(img, log_tag(m->at[k])), b + k * SUB_BLOCK, SUB_BLOCK,
+				  log_off(m->at[k]));
+		if (r < 0)
+			return r;
+		b[cs + k / 8] |= (uint8_t)(1u << (k % 8));
+		m->at[k] = 0;
+		m->nlog--;
+	}
+	return 0;
 }
 
 static bool block_held(const uint8_t *b, uint32_t cs, uint32_t blk)
@@ -132,24 +185,30 @@ static int dirty_fill(struct store *s, const struct ref *ref, uint8_t *b)
 	return fill_blocks(s, &(struct fill){ ref, b }, 1);
 }
 
-/* [from, from+len) of a dirty chunk: its blocks, the stored chunk for the rest. */
-static int dirty_read(struct store *s, const struct ref *ref, const uint8_t *b, uint32_t from, uint32_t len,
+/* [from, from+len) of a dirty chunk: its blocks, here or in the log, the
+ * stored chunk for the rest. Image locked. */
+static int dirty_read(struct image *img, const struct ref *ref, const uint8_t *b, uint32_t from, uint32_t len,
 		      uint8_t *out)
 {
-	const uint32_t cs = s->chunk_size;
+	const uint32_t cs = img->s->chunk_size;
+	const struct dirty_meta *m = dmeta((uint8_t *)b, cs);
+	bool all = true;
+	int r = 0;
 
-	if (!dirty_holds(b, cs, from, len)) {
-		int r = chunk_read(s, ref, from, len, out);
-		if (r < 0)
-			return r;
-	}
-	for (uint32_t k = from / SUB_BLOCK; k < DIV_ROUND_UP(from + len, SUB_BLOCK); k++) {
+	for (uint32_t k = from / SUB_BLOCK; all && k < DIV_ROUND_UP(from + len, SUB_BLOCK); k++)
+		all = block_held(b, cs, k) || m->at[k];
+	if (!all && (r = chunk_read(img->s, ref, from, len, out)) < 0)
+		return r;
+	for (uint32_t k = from / SUB_BLOCK; r == 0 && k < DIV_ROUND_UP(from + len, SUB_BLOCK); k++) {
 		uint32_t a = MAX(k * SUB_BLOCK, from), e = MIN((k + 1) * SUB_BLOCK, from + len);
 
 		if (block_held(b, cs, k))
 			memcpy(out + (a - from), b + a, e - a);
+		else if (m->at[k])
+			r = log_pread(wlog_fd_of(img, log_tag(m->at[k])), out + (a - from), e - a,
+				      log_off(m->at[k]) + (a - k * SUB_BLOCK));
 	}
-	return 0;
+	return r;
 }
 
 /* A chunk's leaf without loading one for a hole: NULL with *hole set. */
@@ -187,7 +246,7 @@ int image_read(struct image *img, void *buf, uint64_t off, uint32_t len)
 		} else if (!l) {
 			break;
 		} else if (l->dirty[c % NODE_FANOUT]) {
-			r = dirty_read(img->s, &l->refs[c % NODE_FANOUT], l->dirty[c % NODE_FANOUT], within, cnt, out);
+			r = dirty_read(img, &l->refs[c % NODE_FANOUT], l->dirty[c % NODE_FANOUT], within, cnt, out);
 		} else {
 			/* Stored chunks are read in batches, one submission each. */
 			req[n++] = (struct chunk_req){ l->refs[c % NODE_FANOUT], within, cnt, out };
@@ -237,7 +296,9 @@ static int writeback_one(struct image *img, uint64_t c)
 
 	if (!l || !l->dirty[j])
 		return 0;	/* overwritten whole, zeroed or cut by a resize since */
-	r = dirty_fill(img->s, &l->refs[j], l->dirty[j]);
+	r = dirty_settle(img, l->dirty[j], false);
+	if (r == 0)
+		r = dirty_fill(img->s, &l->refs[j], l->dirty[j]);
 	if (r == 0)
 		r = chunk_put_owned(img->s, l->dirty[j], img->epoch, true, &ref);
 	if (r < 0)
@@ -260,16 +321,17 @@ static int fill_ahead(struct image *img)
 	const uint32_t cs = img->s->chunk_size;
 	struct fill f[CHUNK_READ_BATCH];
 	unsigned n = 0;
+	int r = 0;
 
-	for (size_t i = img->dirty_head; i < img->dirty_n && n < CHUNK_READ_BATCH; i++) {
+	for (size_t i = img->dirty_head; r == 0 && i < img->dirty_n && n < CHUNK_READ_BATCH; i++) {
 		uint64_t c = img->dirty_q[i];
 		struct leaf *l = img->leaves[c / NODE_FANOUT];
 		uint8_t *b = l ? l->dirty[c % NODE_FANOUT] : NULL;
 
-		if (b && !dirty_holds(b, cs, 0, cs))
+		if (b && (r = dirty_settle(img, b, false)) == 0 && !dirty_holds(b, cs, 0, cs))
 			f[n++] = (struct fill){ &l->refs[c % NODE_FANOUT], b };
 	}
-	return fill_blocks(img->s, f, n);
+	return r < 0 ? r : fill_blocks(img->s, f, n);
 }
 
 /* Oldest first: all of this image's, or until the store's dirty bytes are
@@ -307,13 +369,43 @@ struct replaced {
 	size_t n;
 };
 
-/* Writes src (NULL = zeroes) into [off, off+len). Image write-locked.
- * pre, when set, holds the refs of the whole chunks from chunk pre_first
- * on, already stored. rep, when set, collects the refs of whole chunks replaced. */
-static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint64_t len,
-		       const struct ref *pre, uint64_t pre_first, struct replaced *rep)
+/* Where byte pos of a write of [off, off+len) is in its log record, whose
+ * data starts at data_at: all its bytes, or with pre the bytes before and
+ * after the whole chunks. */
+static uint64_t logged_at(uint64_t pos, uint64_t off, uint64_t len, uint32_t cs, bool pre, uint64_t pre_first,
+			  uint64_t data_at)
+{
+	uint64_t tail_at = (off + len) / cs * cs;
+
+	if (!pre || pos < pre_first * cs)
+		return data_at + (pos - off);
+	return data_at + (pre_first * cs - off) + (pos - tail_at);
+}
+
+/* Image write-locked: the blocks of [within, within+n) of buffer b are in
+ * the current log file from at on. */
+static void dirty_log_blocks(struct image *img, uint8_t *b, uint32_t within, uint32_t n, uint64_t at)
 {
 	const uint32_t cs = img->s->chunk_size;
+	struct dirty_meta *m = dmeta(b, cs);
+
+	for (uint32_t k = within / SUB_BLOCK; k < (within + n) / SUB_BLOCK; k++, at += SUB_BLOCK) {
+		m->nlog += !m->at[k];
+		m->at[k] = log_at(wlog_tag(img), at);
+		b[cs + k / 8] &= (uint8_t)~(1u << (k % 8));
+	}
+}
+
+/* Writes src (NULL = zeroes) into [off, off+len). Image write-locked.
+ * pre, when set, holds the refs of the whole chunks from chunk pre_first
+ * on, already stored. rep, when set, collects the refs of whole chunks
+ * replaced. data_at, when not 0, is where the write's record data starts
+ * in the current log file: whole blocks are left there. */
+static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint64_t len,
+		       const struct ref *pre, uint64_t pre_first, struct replaced *rep, uint64_t data_at)
+{
+	const uint32_t cs = img->s->chunk_size;
+	const uint64_t off0 = off, len0 = len;
 	int r = 0;
 
 	while (len) {
@@ -347,7 +439,9 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 		} else {
 			/* Whole blocks need nothing of the stored chunk; others need their blocks. */
 			bool blocks = within % SUB_BLOCK == 0 && n % SUB_BLOCK == 0;
+			bool by_log = blocks && src && data_at;
 			uint8_t *b = l->dirty[j];
+			struct dirty_meta *m = b ? dmeta(b, cs) : NULL;
 
 			if (!b) {
 				b = dirty_new(img, !blocks);
@@ -363,16 +457,21 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 				l->dirty[j] = b;
 				atomic_fetch_add(&img->s->dirty_bytes, cs);
 				tree_mark_chunk(img, c);
+			} else if (m->nlog && !by_log && (r = dirty_settle(img, b, false)) < 0) {
+				return r;
 			} else if (!blocks && !dirty_holds(b, cs, within, n) &&
 				   (r = dirty_fill(img->s, &l->refs[j], b)) < 0) {
 				return r;
 			}
-			if (src)
+			if (by_log)
+				dirty_log_blocks(img, b, within, n,
+						 logged_at(off, off0, len0, cs, pre != NULL, pre_first, data_at));
+			else if (src)
 				memcpy(b + within, src, n);
 			else
 				memset(b + within, 0, n);
 			dmeta(b, cs)->seq = ++img->dirty_seq;
-			for (uint32_t k = within / SUB_BLOCK; blocks && k < (within + n) / SUB_BLOCK; k++)
+			for (uint32_t k = within / SUB_BLOCK; blocks && !by_log && k < (within + n) / SUB_BLOCK; k++)
 				b[cs + k / 8] |= (uint8_t)(1u << (k % 8));
 		}
 		if (src)
@@ -418,7 +517,7 @@ static int modify(struct image *img, const void *buf, uint64_t off, uint64_t len
 {
 	_cleanup_free_ struct ref *pre = NULL;
 	_cleanup_free_ struct replaced *rep = NULL;
-	uint64_t pre_first = 0, epoch = 0;
+	uint64_t pre_first = 0, epoch = 0, data_at = 0;
 	int r;
 
 	/* A look first, so a bad request stores nothing. */
@@ -440,12 +539,13 @@ static int modify(struct image *img, const void *buf, uint64_t off, uint64_t len
 	r = check_range(img, off, len);	/* a resize may have come in between */
 	if (r == 0 && img->ro)
 		r = -EROFS;
-	if (r == 0)
-		r = write_range(img, buf, off, len, pre, pre_first, rep);
 	/* In the page cache before it is acknowledged: a killed hutch-storaged
-	 * replays it at its next start. */
+	 * replays it at its next start. Logged first, so the dirty buffers can
+	 * point into the log. */
 	if (r == 0)
-		r = wlog_write(img, buf, off, len, pre, pre_first);
+		r = wlog_write(img, buf, off, len, pre, pre_first, &data_at);
+	if (r == 0)
+		r = write_range(img, buf, off, len, pre, pre_first, rep, data_at);
 	epoch = img->writing_out ? 0 : img->epoch;	/* 0: nothing is released */
 	/* A log as large as the dirty limit: flushing the image starts a new one. */
 	bool log_full = img->wlog_end > img->s->opts.dirty_limit;
@@ -507,7 +607,7 @@ int image_replay_write(struct image *img, const uint8_t *buf, uint64_t off, uint
 	pthread_rwlock_wrlock(&img->lock);
 	r = check_range(img, off, len);
 	if (r == 0)
-		r = write_range(img, buf, off, len, refs, pre_first, NULL);
+		r = write_range(img, buf, off, len, refs, pre_first, NULL, 0);
 	pthread_rwlock_unlock(&img->lock);
 	return r;
 }
@@ -551,7 +651,40 @@ struct writeout {
 	uint64_t c, id, seq;
 	struct ref base, ref;
 	uint8_t *copy;
+	uint64_t *at;		/* the buffer's log blocks */
+	int fd[2];		/* the log files, by tag */
 };
+
+/* Image read-locked: what of buffer b the write-out needs, without
+ * touching the pages of blocks it does not hold. */
+static void writeout_copy(struct image *img, const uint8_t *b, struct writeout *w)
+{
+	const uint32_t cs = img->s->chunk_size;
+	const struct dirty_meta *m = dmeta((uint8_t *)b, cs);
+
+	memcpy(w->copy + cs, b + cs, dmap_bytes(cs));
+	for (uint32_t k = 0; k < cs / SUB_BLOCK; k++)
+		if (block_held(b, cs, k))
+			memcpy(w->copy + k * SUB_BLOCK, b + k * SUB_BLOCK, SUB_BLOCK);
+	memcpy(w->at, m->at, dlog_bytes(cs));
+	w->fd[0] = wlog_fd_of(img, 0);
+	w->fd[1] = wlog_fd_of(img, 1);
+}
+
+/* No lock: the copy's log blocks read in. The file is not closed while
+ * the flush runs, and what is in it does not change. */
+static int writeout_read_log(uint32_t cs, struct writeout *w)
+{
+	for (uint32_t k = 0; k < cs / SUB_BLOCK; k++) {
+		if (!w->at[k])
+			continue;
+		int r = log_pread(w->fd[log_tag(w->at[k])], w->copy + k * SUB_BLOCK, SUB_BLOCK, log_off(w->at[k]));
+		if (r < 0)
+			return r;
+		w->copy[cs + k / 8] |= (uint8_t)(1u << (k % 8));
+	}
+	return 0;
+}
 
 /* Image write-locked: the stored chunk becomes the chunk's base unless the
  * chunk was replaced, zeroed or cut since the copy. */
@@ -569,11 +702,20 @@ static void writeout_install(struct image *img, const struct writeout *w)
 	l->refs[j] = w->ref;
 	tree_mark_chunk(img, w->c);
 	/* Written to since the copy: the buffer stays over the new base,
-	 * whose blocks it lacks are the old base's. */
-	if (dmeta(b, cs)->seq == w->seq) {
+	 * whose blocks it lacks are the old base's. Its blocks still in the
+	 * file before were copied, so they are the new base's. */
+	struct dirty_meta *m = dmeta(b, cs);
+	if (m->seq == w->seq) {
 		free(b);
 		l->dirty[j] = NULL;
 		atomic_fetch_sub(&img->s->dirty_bytes, cs);
+	} else {
+		for (uint32_t k = 0; m->nlog && k < cs / SUB_BLOCK; k++) {
+			if (m->at[k] && log_tag(m->at[k]) != wlog_tag(img)) {
+				m->at[k] = 0;
+				m->nlog--;
+			}
+		}
 	}
 	/* No later batch reads it: a chunk's base is in one chunk only while
 	 * it may be released (a second would be a dedup hit). */
@@ -592,7 +734,8 @@ static int writeout_concurrent(struct image *img, const uint64_t *list, size_t n
 	if (!n)
 		return 0;
 	/* Copies for one batch (a FUA write's flush has few chunks). */
-	_cleanup_free_ uint8_t *mem = malloc(MIN(n, (size_t)CHUNK_READ_BATCH) * dirty_bytes_of(cs));
+	const size_t each = dirty_bytes_of(cs) + dlog_bytes(cs);
+	_cleanup_free_ uint8_t *mem = malloc(MIN(n, (size_t)CHUNK_READ_BATCH) * each);
 	int r = mem ? 0 : -ENOMEM;
 
 	while (r == 0 && i < n) {
@@ -607,15 +750,19 @@ static int writeout_concurrent(struct image *img, const uint64_t *list, size_t n
 			if (!b)
 				continue;
 			w[k] = (struct writeout){ c, dmeta(b, cs)->id, dmeta(b, cs)->seq, l->refs[c % NODE_FANOUT],
-						  { 0 }, mem + k * dirty_bytes_of(cs) };
-			memcpy(w[k].copy, b, cs + dmap_bytes(cs));
+						  { 0 }, mem + k * each, (uint64_t *)(void *)(mem + k * each + dirty_bytes_of(cs)),
+						  { -1, -1 } };
+			writeout_copy(img, b, &w[k]);
 			k++;
 		}
 		pthread_rwlock_unlock(&img->lock);
 		struct fill f[CHUNK_READ_BATCH];
-		for (unsigned j = 0; j < k; j++)
+		for (unsigned j = 0; r == 0 && j < k; j++) {
 			f[j] = (struct fill){ &w[j].base, w[j].copy };
-		r = fill_blocks(img->s, f, k);
+			r = writeout_read_log(cs, &w[j]);
+		}
+		if (r == 0)
+			r = fill_blocks(img->s, f, k);
 		for (unsigned j = 0; r == 0 && j < k; j++)
 			r = chunk_put(img->s, REC_DATA, w[j].copy, cs, &w[j].ref);
 		if (r < 0)
@@ -647,6 +794,24 @@ static void dirty_queue_compact(struct image *img)
 	}
 	img->dirty_head = 0;
 	img->dirty_n = w;
+}
+
+/* Image write-locked: no buffer keeps blocks in the log file before,
+ * which can then be closed. */
+static int dirty_settle_prev(struct image *img)
+{
+	const uint32_t cs = img->s->chunk_size;
+	int r = 0;
+
+	for (size_t i = img->dirty_head; r == 0 && i < img->dirty_n; i++) {
+		uint64_t c = img->dirty_q[i];
+		struct leaf *l = c < img->g.nchunks ? img->leaves[c / NODE_FANOUT] : NULL;
+		uint8_t *b = l ? l->dirty[c % NODE_FANOUT] : NULL;
+
+		if (b && dmeta(b, cs)->nlog)
+			r = dirty_settle(img, b, true);
+	}
+	return r;
 }
 
 int image_prepare_flush(struct image *img, struct ref *root)
@@ -686,6 +851,11 @@ int image_flush(struct image *img)
 	/* What is dirty now goes into this flush's root; later writes go to
 	 * a new log file, replayed over that root after a crash. */
 	n = img->dirty_n - img->dirty_head;
+	/* A failed flush before may have left buffers on the file before. */
+	if (img->wlog_prev_fd >= 0 && (r = dirty_settle_prev(img)) < 0) {
+		pthread_rwlock_unlock(&img->lock);
+		goto out;
+	}
 	list = malloc(MAX(n, (size_t)1) * sizeof *list);
 	if (list) {
 		if (n)
@@ -707,6 +877,13 @@ int image_flush(struct image *img)
 	if (r == 0)
 		atomic_store(&img->epoch, epoch_next(s));
 	img->writing_out = false;
+	/* The file before goes once no buffer has blocks in it (after a
+	 * failed write-out; otherwise the installs took them out). */
+	int settled = dirty_settle_prev(img);
+	if (settled == 0)
+		wlog_close_prev(img);
+	else if (r == 0)
+		r = settled;
 	dirty_queue_compact(img);
 	pthread_rwlock_unlock(&img->lock);
 	if (r < 0)
@@ -765,9 +942,9 @@ int image_extents(struct image *img, uint64_t off, uint64_t len, image_extent_fn
 		} else {
 			unsigned j = c % NODE_FANOUT;
 			if (l->dirty[j])
-				/* A buffer without all its blocks counts as data. */
-				flags = dirty_holds(l->dirty[j], cs, 0, cs) && buf_is_zero(l->dirty[j], cs) ?
-					EXTENT_ZERO : 0;
+				/* A buffer without all its blocks here counts as data. */
+				flags = !dmeta(l->dirty[j], cs)->nlog && dirty_holds(l->dirty[j], cs, 0, cs) &&
+					buf_is_zero(l->dirty[j], cs) ? EXTENT_ZERO : 0;
 			else
 				flags = ref_is_hole(&l->refs[j]) ? EXTENT_HOLE | EXTENT_ZERO : 0;
 			next = (c + 1) * cs;

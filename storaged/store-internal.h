@@ -367,9 +367,11 @@ struct image {
 	_Atomic uint64_t epoch;		/* since the last flush; new at each (epoch_next) */
 	atomic_bool flush_wanted;	/* store-flusher.c */
 
-	/* The write log (store-wlog.c): the file being appended, under lock. */
-	int wlog_fd;
+	/* The write log (store-wlog.c): the file being appended, under lock,
+	 * and the one before it, read by a flush's write-out until it ends. */
+	int wlog_fd, wlog_prev_fd;
 	uint64_t wlog_gen, wlog_end;
+	unsigned wlog_rotations;
 	bool wlog_off;			/* removed or renamed: log nothing more */
 	pthread_mutex_t wlog_lock;	/* the list below */
 	uint64_t *wlog_files;		/* numbers of the files made, not yet removed */
@@ -424,15 +426,24 @@ int image_replay_resize(struct image *img, uint64_t size);
 int wlog_init(struct store *s);
 void wlog_image_init(struct image *img);
 void wlog_image_free(struct image *img);
-/* Image write-locked; buf NULL for zeroes; pre as for write_range. */
+/* Image write-locked; buf NULL for zeroes; pre as for write_range.
+ * *data_at: where the record's data starts in file wlog_gen, 0 if not logged. */
 int wlog_write(struct image *img, const uint8_t *buf, uint64_t off, uint64_t len, const struct ref *pre,
-	       uint64_t pre_first);
+	       uint64_t pre_first, uint64_t *data_at);
 int wlog_resize(struct image *img, uint64_t size);
-/* Image write-locked: later records go to a new file; returns the last one's number. */
+/* Image write-locked: later records go to a new file, the current one is
+ * kept open as the one before; returns its number. */
 uint64_t wlog_rotate(struct image *img);
+/* Dirty buffers name a log file by one bit: the current one or the one
+ * before. Image locked. */
+unsigned wlog_tag(const struct image *img);
+/* Image locked: the file of that tag, or -1 if it is closed. */
+int wlog_fd_of(const struct image *img, unsigned tag);
+/* Image write-locked: no dirty buffer names the file before any more. */
+void wlog_close_prev(struct image *img);
 /* The files up to UPTO are in the committed head: removed. */
 void wlog_drop(struct image *img, uint64_t upto);
-/* The image stops serving: its log is void. Takes the image's lock. */
+/* The image stops serving: its log is void. Takes the image's locks. */
 void wlog_forget(struct image *img);
 /* At store open, after the heads: what unclean stops left. */
 int wlog_replay(struct store *s);

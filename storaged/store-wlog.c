@@ -73,7 +73,7 @@ int wlog_init(struct store *s)
 
 void wlog_image_init(struct image *img)
 {
-	img->wlog_fd = -1;
+	img->wlog_fd = img->wlog_prev_fd = -1;
 	img->wlog_gen = atomic_fetch_add(&img->s->wlog_next, 1);
 	img->wlog_end = 0;
 	pthread_mutex_init(&img->wlog_lock, NULL);
@@ -83,13 +83,14 @@ void wlog_image_free(struct image *img)
 {
 	if (img->wlog_fd >= 0)
 		close(img->wlog_fd);
+	wlog_close_prev(img);
 	free(img->wlog_files);
 	pthread_mutex_destroy(&img->wlog_lock);
 }
 
 /* Appends one record. Image write-locked. */
 static int wlog_append(struct image *img, enum wlog_kind kind, const uint8_t *buf, uint64_t off, uint64_t len,
-		       const struct ref *pre, uint64_t pre_first, uint64_t npre)
+		       const struct ref *pre, uint64_t pre_first, uint64_t npre, uint64_t *data_at)
 {
 	const uint64_t cs = img->s->chunk_size;
 	struct wlog_hdr h = { .magic = WLOG_MAGIC, .kind = kind, .off = off, .len = len,
@@ -114,7 +115,8 @@ static int wlog_append(struct image *img, enum wlog_kind kind, const uint8_t *bu
 		pthread_mutex_unlock(&img->wlog_lock);
 		if (!f)
 			return -ENOMEM;
-		img->wlog_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		/* Read too: dirty buffers leave the blocks of whole-block writes here. */
+		img->wlog_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (img->wlog_fd < 0)
 			return -errno;
 		img->wlog_end = 0;
@@ -157,37 +159,58 @@ static int wlog_append(struct image *img, enum wlog_kind kind, const uint8_t *bu
 			log_warn("image %s: cannot cut back a failed write log append: %s", img->name, strerror(errno));
 		return err;
 	}
+	if (data_at)
+		*data_at = img->wlog_end + total - h.data;
 	img->wlog_end += total;
 	return 0;
 }
 
 int wlog_write(struct image *img, const uint8_t *buf, uint64_t off, uint64_t len, const struct ref *pre,
-	       uint64_t pre_first)
+	       uint64_t pre_first, uint64_t *data_at)
 {
 	uint64_t npre = 0;
 
+	*data_at = 0;
 	if (pre) {
 		const uint64_t cs = img->s->chunk_size;
 		npre = (off + len) / cs - pre_first;
 	}
-	return wlog_append(img, buf ? WLOG_WRITE : WLOG_ZERO, buf, off, len, pre, pre_first, npre);
+	return wlog_append(img, buf ? WLOG_WRITE : WLOG_ZERO, buf, off, len, pre, pre_first, npre,
+			   buf ? data_at : NULL);
 }
 
 int wlog_resize(struct image *img, uint64_t size)
 {
-	return wlog_append(img, WLOG_RESIZE, NULL, 0, size, NULL, 0, 0);
+	return wlog_append(img, WLOG_RESIZE, NULL, 0, size, NULL, 0, 0, NULL);
 }
 
 uint64_t wlog_rotate(struct image *img)
 {
 	uint64_t gen = img->wlog_gen;
 
-	if (img->wlog_fd >= 0) {
-		close(img->wlog_fd);
-		img->wlog_fd = -1;
-	}
+	wlog_close_prev(img);
+	img->wlog_prev_fd = img->wlog_fd;
+	img->wlog_fd = -1;
 	img->wlog_gen = atomic_fetch_add(&img->s->wlog_next, 1);
+	img->wlog_rotations++;
 	return gen;
+}
+
+unsigned wlog_tag(const struct image *img)
+{
+	return img->wlog_rotations & 1;
+}
+
+int wlog_fd_of(const struct image *img, unsigned tag)
+{
+	return tag == wlog_tag(img) ? img->wlog_fd : img->wlog_prev_fd;
+}
+
+void wlog_close_prev(struct image *img)
+{
+	if (img->wlog_prev_fd >= 0)
+		close(img->wlog_prev_fd);
+	img->wlog_prev_fd = -1;
 }
 
 void wlog_drop(struct image *img, uint64_t upto)
@@ -209,15 +232,18 @@ void wlog_drop(struct image *img, uint64_t upto)
 	pthread_mutex_unlock(&img->wlog_lock);
 }
 
-/* The image's write lock is taken so no append is half done. */
+/* The image's write lock is taken so no append is half done, its flush
+ * lock so no write-out is reading the files. */
 void wlog_forget(struct image *img)
 {
 	uint64_t gen;
 
+	pthread_mutex_lock(&img->flush_lock);
 	pthread_rwlock_wrlock(&img->lock);
 	img->wlog_off = true;
 	gen = wlog_rotate(img);
 	pthread_rwlock_unlock(&img->lock);
+	pthread_mutex_unlock(&img->flush_lock);
 	wlog_drop(img, gen);
 }
 
