@@ -72,12 +72,12 @@ same "after kill -9 under constant flushes"
 
 out=$(fio --name=verify --ioengine=nbd --uri="$(nbd_uri f)" --rw=randrw --rwmixread=40 \
 	--bsrange=4k-192k --iodepth=16 --numjobs=2 --size=24M --offset_increment=32M \
-	--verify=crc32c --verify_fatal=1 --do_verify=1 --group_reporting 2>&1) || fail "fio failed: $out"
+	--verify=crc32c --verify_fatal=1 --verify_state_save=0 --do_verify=1 --group_reporting 2>&1) || fail "fio failed: $out"
 echo "$out" | grep -q "err= 0" || fail "fio reported errors: $out"
 # Many writes to a few chunks: a chunk is often written again, whole or in
 # part, while a write-out of it is under way.
 out=$(fio --name=hot --ioengine=nbd --uri="$(nbd_uri f)" --rw=randwrite --bsrange=4k-128k \
-	--iodepth=16 --serialize_overlap=1 --size=512k --io_size=48M --verify=crc32c --verify_fatal=1 \
+	--iodepth=16 --serialize_overlap=1 --size=512k --io_size=48M --verify=crc32c --verify_fatal=1 --verify_state_save=0 \
 	--do_verify=1 --verify_backlog=32 2>&1) || fail "fio on a hot region failed: $out"
 grep -Ei "failed|cannot|damaged|missing" "$HUTCH_HOME/storaged.log" &&
 	fail "hutch-storaged logged a failure"

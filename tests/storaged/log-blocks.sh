@@ -19,7 +19,7 @@ start_storaged
 make_image lb 256M
 uri=$(nbd_uri lb)
 fio_lb() {
-	fio --name=lb --ioengine=nbd --uri="$uri" --bs=4k --size=256M --verify=crc32c --verify_fatal=1 \
+	fio --name=lb --ioengine=nbd --uri="$uri" --bs=4k --size=256M --verify=crc32c --verify_fatal=1 --verify_state_save=0 \
 		--output="$HUTCH_HOME/fio.out" "$@" || { cat "$HUTCH_HOME/fio.out" >&2; return 1; }
 }
 
