@@ -96,6 +96,19 @@ static uint8_t *dirty_new(struct image *img, bool whole)
 	return b;
 }
 
+static bool block_held(const uint8_t *b, uint32_t cs, uint32_t blk)
+{
+	return b[cs + blk / 8] & (1u << (blk % 8));
+}
+
+static void block_mark(uint8_t *b, uint32_t cs, uint32_t blk, bool held)
+{
+	if (held)
+		b[cs + blk / 8] |= (uint8_t)(1u << (blk % 8));
+	else
+		b[cs + blk / 8] &= (uint8_t)~(1u << (blk % 8));
+}
+
 /* Reads n bytes at off of a log file, all of them or an error. */
 static int log_pread(int fd, void *dst, size_t n, uint64_t off)
 {
@@ -106,30 +119,35 @@ static int log_pread(int fd, void *dst, size_t n, uint64_t off)
 	return (size_t)got == n ? 0 : -EIO;
 }
 
+/* Block k of chunk bytes b read from the log (at: log_at, fd: the files
+ * by tag) and marked held. */
+static int log_block_in(uint8_t *b, uint32_t cs, uint32_t k, const int fd[2], uint64_t at)
+{
+	int r = log_pread(fd[log_tag(at)], b + k * SUB_BLOCK, SUB_BLOCK, log_off(at));
+
+	if (r == 0)
+		block_mark(b, cs, k, true);
+	return r;
+}
+
 /* Image write-locked: the buffer's log blocks (only_prev: those in the
  * file before) read into it, before its bytes change or the file goes. */
 static int dirty_settle(struct image *img, uint8_t *b, bool only_prev)
 {
 	const uint32_t cs = img->s->chunk_size;
 	struct dirty_meta *m = dmeta(b, cs);
+	const int fd[2] = { wlog_fd_of(img, 0), wlog_fd_of(img, 1) };
 
 	for (uint32_t k = 0; m->nlog && k < cs / SUB_BLOCK; k++) {
 		if (!m->at[k] || (only_prev && log_tag(m->at[k]) == wlog_tag(img)))
 			continue;
-		int r = log_pread(wlog_fd_of(img, log_tag(m->at[k])), b + k * SUB_BLOCK, SUB_BLOCK,
-				  log_off(m->at[k]));
+		int r = log_block_in(b, cs, k, fd, m->at[k]);
 		if (r < 0)
 			return r;
-		b[cs + k / 8] |= (uint8_t)(1u << (k % 8));
 		m->at[k] = 0;
 		m->nlog--;
 	}
 	return 0;
-}
-
-static bool block_held(const uint8_t *b, uint32_t cs, uint32_t blk)
-{
-	return b[cs + blk / 8] & (1u << (blk % 8));
 }
 
 /* Whether the buffer holds every block of [from, from+len). */
@@ -392,7 +410,7 @@ static void dirty_log_blocks(struct image *img, uint8_t *b, uint32_t within, uin
 	for (uint32_t k = within / SUB_BLOCK; k < (within + n) / SUB_BLOCK; k++, at += SUB_BLOCK) {
 		m->nlog += !m->at[k];
 		m->at[k] = log_at(wlog_tag(img), at);
-		b[cs + k / 8] &= (uint8_t)~(1u << (k % 8));
+		block_mark(b, cs, k, false);
 	}
 }
 
@@ -472,7 +490,7 @@ static int write_range(struct image *img, const uint8_t *src, uint64_t off, uint
 				memset(b + within, 0, n);
 			dmeta(b, cs)->seq = ++img->dirty_seq;
 			for (uint32_t k = within / SUB_BLOCK; blocks && !by_log && k < (within + n) / SUB_BLOCK; k++)
-				b[cs + k / 8] |= (uint8_t)(1u << (k % 8));
+				block_mark(b, cs, k, true);
 		}
 		if (src)
 			src += n;
@@ -675,15 +693,12 @@ static void writeout_copy(struct image *img, const uint8_t *b, struct writeout *
  * the flush runs, and what is in it does not change. */
 static int writeout_read_log(uint32_t cs, struct writeout *w)
 {
-	for (uint32_t k = 0; k < cs / SUB_BLOCK; k++) {
-		if (!w->at[k])
-			continue;
-		int r = log_pread(w->fd[log_tag(w->at[k])], w->copy + k * SUB_BLOCK, SUB_BLOCK, log_off(w->at[k]));
-		if (r < 0)
-			return r;
-		w->copy[cs + k / 8] |= (uint8_t)(1u << (k % 8));
-	}
-	return 0;
+	int r = 0;
+
+	for (uint32_t k = 0; r == 0 && k < cs / SUB_BLOCK; k++)
+		if (w->at[k])
+			r = log_block_in(w->copy, cs, k, w->fd, w->at[k]);
+	return r;
 }
 
 /* Image write-locked: the stored chunk becomes the chunk's base unless the
