@@ -110,6 +110,8 @@ struct nbd_conn {
 	/* NULL: run every job inline (the fuzzer) */
 	void (*submit)(void *opaque, struct nbd_job *j);
 	void *submit_opaque;
+	/* True when the client has sent bytes not yet read; NULL: unknown. */
+	bool (*peer_sending)(void *opaque);
 };
 
 struct nbd_conn *nbd_conn_new(const struct nbd_backend *be, uint32_t max_request,

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -123,6 +124,14 @@ void *nbd_executor_main(void *arg)
 	}
 	pthread_mutex_unlock(&srv->jlock);
 	return NULL;
+}
+
+static bool peer_sending(void *opaque)
+{
+	struct nbd_lconn *lc = opaque;
+	int n = 0;
+
+	return ioctl(lc->fd, FIONREAD, &n) == 0 && n > 0;
 }
 
 static void free_conn(struct nbd_lconn *lc)
@@ -267,6 +276,7 @@ static void adopt(struct nbd_worker *w, int fd)
 	if (srv->nexecutors) {
 		lc->c->submit = submit_job;
 		lc->c->submit_opaque = lc;
+		lc->c->peer_sending = peer_sending;
 		lc->c->inline_max = srv->cfg.inline_max;
 	}
 	lc->next = w->conns;

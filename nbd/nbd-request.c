@@ -276,14 +276,16 @@ static bool runs_inline(const struct nbd_conn *c, const struct nbd_job *j)
 /* Runs the jobs of one parsed batch: all but the last go to the executors
  * (when there are any), the last runs here, so a lone request (QD1) never
  * pays for a thread hop and a deep queue keeps every core busy; small data
- * requests run here too. */
+ * requests run here too. A large last one goes too if the client is already
+ * sending more: a 1 MiB write stored here would stall reading the next. */
 void nbd_conn_flush_batch(struct nbd_conn *c)
 {
 	while (c->batch) {
 		struct nbd_job *j = c->batch;
 		c->batch = j->next;
 		j->next = NULL;
-		if (c->batch && c->submit && !runs_inline(c, j)) {
+		if (c->submit && !runs_inline(c, j) &&
+		    (c->batch || (c->peer_sending && c->peer_sending(c->submit_opaque)))) {
 			j->submitted = true;
 			c->inflight++;
 			c->submit(c->submit_opaque, j);

@@ -19,9 +19,10 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: nbd-testserver --socket PATH [--tcp [ADDR:]PORT] [--workers N]\n"
-		"                      [--max-inflight N] --export NAME:SIZE[:ro]...\n"
+		"                      [--max-inflight N] [--hold-writes FILE] --export NAME:SIZE[:ro]...\n"
 		"Serves in-memory exports over NBD until SIGTERM or SIGINT, then prints\n"
-		"'accepted=N active=N dropped=N requests=N' on stdout.\n");
+		"'accepted=N active=N dropped=N requests=N' on stdout. With --hold-writes,\n"
+		"writes wait while FILE exists (a minute at most).\n");
 }
 
 int main(int argc, char **argv)
@@ -32,6 +33,7 @@ int main(int argc, char **argv)
 		{ "workers", required_argument, NULL, 'w' },
 		{ "max-inflight", required_argument, NULL, 'i' },
 		{ "export", required_argument, NULL, 'e' },
+		{ "hold-writes", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -81,6 +83,12 @@ int main(int argc, char **argv)
 			}
 			break;
 		}
+		case 'H':
+			if (nbd_mem_hold_writes(m, optarg) < 0) {
+				fprintf(stderr, "nbd-testserver: out of memory\n");
+				return 1;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;

@@ -3,6 +3,7 @@
 # clients would not (bad magic, unknown options, oversized or overflowing
 # requests, half requests) and checks the server's answer.
 # Usage: nbdraw.py SOCKET CASE [EXPORT]; exits 0 when the server behaved.
+import os
 import socket
 import struct
 import sys
@@ -359,6 +360,34 @@ def case_stall(path, name):
     if len(out) != 3:
         die("a stalled client was not dropped")
     print("dropped after %s s" % ", ".join("%.0f" % x for x in sorted(out)))
+
+
+def case_held_writes(path, name):
+    """Large writes being stored do not stop the connection's reading: with
+    two 1 MiB writes held in the backend (nbd-testserver --hold-writes), a
+    read sent after them is answered."""
+    hold = os.environ["HUTCH_HOLD"]
+    c = Conn(path)
+    c.go(name)
+    open(hold, "w").close()
+    mib = 1 << 20
+    hdr = lambda cmd, cookie, off, ln: struct.pack(">IHHQQI", REQMAGIC, 0, cmd, cookie, off, ln)
+    try:
+        c.s.sendall(hdr(CMD_WRITE, 1, 0, mib) + b"\xa1" * mib + hdr(CMD_WRITE, 2, mib, mib) + b"\xb2" * mib +
+                    hdr(CMD_READ, 3, 4 * mib, 4096))
+        cookie, err, _ = c.reply()
+    except socket.timeout:
+        die("the server stopped reading while two writes were held: a read sent after them got no reply")
+    if cookie != 3 or err:
+        die("first reply: cookie %d error %d, want the read's (3) while the writes are held" % (cookie, err))
+    os.unlink(hold)
+    done = sorted(c.reply()[:2] for _ in range(2))
+    if done != [(1, 0), (2, 0)]:
+        die("writes after release: %r" % done)
+    c.request(CMD_READ, 0, 2 * mib, cookie=4)
+    _, err, data = c.reply()
+    if err or data[8:] != b"\xa1" * mib + b"\xb2" * mib:	# after the chunk's offset
+        die("the held writes did not land")
 
 
 CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
