@@ -276,8 +276,9 @@ static bool runs_inline(const struct nbd_conn *c, const struct nbd_job *j)
 /* Runs the jobs of one parsed batch: all but the last go to the executors
  * (when there are any), the last runs here, so a lone request (QD1) never
  * pays for a thread hop and a deep queue keeps every core busy; small data
- * requests run here too. A large last one goes too if the client is already
- * sending more: a 1 MiB write stored here would stall reading the next. */
+ * requests run here too. A last one that is not small (a 1 MiB write, a
+ * FLUSH) goes too when the client is already sending more: stored here, a
+ * 1 MiB write kept the worker from reading the next one. */
 void nbd_conn_flush_batch(struct nbd_conn *c)
 {
 	while (c->batch) {
