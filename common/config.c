@@ -107,7 +107,7 @@ static const struct cfg_key nbd_keys[] = {
 	  "Requests in flight per connection before the server stops reading more." },
 	{ "inline_max", CFG_SIZE32, FIELD(nbd.inline_max), "64K", 0, 1u << 30, NULL,
 	  "Data requests up to this size run on the worker that read them, larger ones on executors "
-	  "(0: all but the last of a batch go to executors)." },
+	  "(0: all do, but the last of a batch when the client has sent nothing more)." },
 	{ "send_buffer", CFG_SIZE32, FIELD(nbd.send_buffer), "2M", 0, 64u << 20, NULL,
 	  "Socket send buffer of unix-socket clients: a large read goes out in one send "
 	  "(capped by net.core.wmem_max; 0: the kernel's default)." },
