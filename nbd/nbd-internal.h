@@ -110,7 +110,8 @@ struct nbd_conn {
 	/* NULL: run every job inline (the fuzzer) */
 	void (*submit)(void *opaque, struct nbd_job *j);
 	void *submit_opaque;
-	/* True when the client has sent bytes not yet read; NULL: unknown. */
+	/* Called with submit_opaque: true when the client has sent bytes not
+	 * yet read. NULL: unknown, taken as no. */
 	bool (*peer_sending)(void *opaque);
 };
 
